@@ -1,0 +1,44 @@
+"""`cf-sign keys generate`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from signer.trust.errors import FormatError
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    keys = sub.add_parser("keys", help="generate key pairs")
+    keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    gen = keys_sub.add_parser("generate", help="write NAME.key (PKCS#8, 0600) and NAME.pub")
+    gen.add_argument("name", metavar="NAME")
+    gen.add_argument("--dir", type=Path, default=Path("."), help="output directory")
+    gen.add_argument("--type", choices=("ed25519", "ecdsa-p256"), default="ed25519")
+    gen.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="encrypt the private key with the passphrase in $VAR",
+    )
+    gen.set_defaults(handler=generate)
+
+
+def generate(args: argparse.Namespace) -> int:
+    from signer.keys import generate_key
+
+    passphrase = None
+    if args.passphrase_env:
+        value = os.environ.get(args.passphrase_env)
+        if not value:
+            raise FormatError(
+                args.passphrase_env, "--passphrase-env", "variable is not set or empty"
+            )
+        passphrase = value.encode("utf-8")
+    key_path, pub_path, public = generate_key(args.name, args.dir, args.type, passphrase)
+    print(f"private  {key_path}  (mode 0600{', encrypted' if passphrase else ''})")
+    print(f"public   {pub_path}")
+    print(f"keyid    {public.keyid}")
+    if public.is_ed25519:
+        print(f"ed25519  {public.public}")
+    return 0

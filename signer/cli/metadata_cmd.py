@@ -1,0 +1,251 @@
+"""Authoring and checking channel-layer metadata: root, key_mgr, pkg_mgr."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from signer.cli.common import add_expires, emit_json, non_negative_days, now_from, positive_int
+from signer.trust.errors import FormatError, VerificationError
+
+DEFAULT_ROOT_DAYS = 365.0
+DEFAULT_KEY_MGR_DAYS = 90.0
+DEFAULT_PKG_MGR_DAYS = 90.0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    root = sub.add_parser("root", help="create and rotate root metadata")
+    root_sub = root.add_subparsers(dest="root_command", metavar="ACTION", required=True)
+
+    create = root_sub.add_parser("create", help="write an unsigned root")
+    create.add_argument("--root-key", action="append", required=True, metavar="PUB")
+    create.add_argument("--threshold", type=positive_int, default=1)
+    create.add_argument("--key-mgr-key", action="append", required=True, metavar="PUB")
+    create.add_argument("--key-mgr-threshold", type=positive_int, default=1)
+    create.add_argument("--version", type=positive_int, default=1)
+    add_expires(create, DEFAULT_ROOT_DAYS)
+    create.add_argument("-o", "--output", required=True, type=Path, metavar="FILE")
+    create.set_defaults(handler=root_create)
+
+    rotate = root_sub.add_parser("rotate", help="write unsigned root N+1 from root N")
+    rotate.add_argument("previous", metavar="PREV.root.json")
+    rotate.add_argument("--root-key", action="append", metavar="PUB")
+    rotate.add_argument("--threshold", type=positive_int)
+    rotate.add_argument("--key-mgr-key", action="append", metavar="PUB")
+    rotate.add_argument("--key-mgr-threshold", type=positive_int)
+    add_expires(rotate, DEFAULT_ROOT_DAYS)
+    rotate.add_argument("-o", "--output", required=True, type=Path, metavar="FILE")
+    rotate.set_defaults(handler=root_rotate)
+
+    km = sub.add_parser("key-mgr", help="create key_mgr metadata")
+    km_sub = km.add_subparsers(dest="km_command", metavar="ACTION", required=True)
+    km_create = km_sub.add_parser("create", help="write an unsigned key_mgr.json")
+    km_create.add_argument("--pkg-mgr-key", action="append", required=True, metavar="PUB")
+    km_create.add_argument("--threshold", type=positive_int, default=1)
+    km_create.add_argument("--version", type=positive_int, default=1)
+    add_expires(km_create, DEFAULT_KEY_MGR_DAYS)
+    km_create.add_argument("-o", "--output", required=True, type=Path, metavar="FILE")
+    km_create.set_defaults(handler=key_mgr_create)
+
+    pm = sub.add_parser("pkg-mgr", help="create pkg_mgr metadata")
+    pm_sub = pm.add_subparsers(dest="pm_command", metavar="ACTION", required=True)
+    pm_create = pm_sub.add_parser("create", help="write an unsigned pkg_mgr.json")
+    pm_create.add_argument("--version", type=positive_int, default=1)
+    add_expires(pm_create, DEFAULT_PKG_MGR_DAYS)
+    pm_create.add_argument("-o", "--output", required=True, type=Path, metavar="FILE")
+    pm_create.set_defaults(handler=pkg_mgr_create)
+
+    md = sub.add_parser("metadata", help="sign and verify metadata files")
+    md_sub = md.add_subparsers(dest="md_command", metavar="ACTION", required=True)
+    sign = md_sub.add_parser("sign", help="add a signature in place")
+    sign.add_argument("file", metavar="FILE")
+    sign.add_argument("--key", required=True, metavar="KEYREF")
+    sign.add_argument("--passphrase-env", metavar="VAR")
+    sign.set_defaults(handler=metadata_sign)
+
+    verify = md_sub.add_parser(
+        "verify", help="root: self-check or one chain step; key_mgr/pkg_mgr: delegation check"
+    )
+    verify.add_argument("file", metavar="FILE")
+    verify.add_argument(
+        "--trusted",
+        metavar="FILE",
+        help="the trusted root (for a root or key_mgr) or key_mgr (for pkg_mgr)",
+    )
+    verify.add_argument("--at", metavar="TIME", help="check expiry as of this UTC time")
+    verify.add_argument("--clock-skew", metavar="SECONDS", type=non_negative_days, default=60.0)
+    verify.add_argument("--json", action="store_true")
+    verify.set_defaults(handler=metadata_verify)
+
+
+# ----------------------------------------------------------------------------- authoring
+
+
+def _delegation(pubs: list[str], threshold: int, option: str) -> Any:
+    from signer.keys import ed25519_hex, load_public_key
+    from signer.trust.metadata import Delegation
+
+    keys = [ed25519_hex(load_public_key(p), p) for p in pubs]
+    if len(set(keys)) != len(keys):
+        raise FormatError(option, "PUB", "the same key is listed twice")
+    if threshold > len(keys):
+        raise FormatError(option, "threshold", f"{threshold} exceeds the {len(keys)} keys given")
+    return Delegation(tuple(keys), threshold)
+
+
+def _write_unsigned(meta: Any, output: Path) -> int:
+    from signer.trust.metadata import Signable
+    from signer.trust.state import write_atomic
+
+    envelope = Signable(meta.to_signed(), {}, str(output))
+    write_atomic(output, envelope.to_bytes())
+    print(f"wrote {output}  ({meta.ROLE} v{meta.version}, unsigned, expires {meta.expiration})")
+    return 0
+
+
+def _times(days: float) -> tuple[str, str]:
+    from signer.trust.timefmt import expiry_after, format_time, system_clock
+
+    now = system_clock().replace(microsecond=0)
+    return format_time(now), expiry_after(days, now)
+
+
+def root_create(args: argparse.Namespace) -> int:
+    from signer.trust.metadata import Root
+
+    root_keys = _delegation(args.root_key, args.threshold, "--root-key")
+    km_keys = _delegation(args.key_mgr_key, args.key_mgr_threshold, "--key-mgr-key")
+    timestamp, expiration = _times(args.expires)
+    meta = Root(args.version, timestamp, expiration, {"root": root_keys, "key_mgr": km_keys})
+    return _write_unsigned(meta, args.output)
+
+
+def root_rotate(args: argparse.Namespace) -> int:
+    from signer.trust.jsonload import MAX_DELEGATING, read_file
+    from signer.trust.metadata import Delegation, Root, parse_metadata
+
+    prev = parse_metadata(read_file(args.previous, MAX_DELEGATING), args.previous, "root").meta
+    assert isinstance(prev, Root)
+
+    def carried(keys: list[str] | None, threshold: int | None, old: Delegation, opt: str) -> Any:
+        if keys is None:
+            return _delegation(list(old.pubkeys), threshold or old.threshold, opt)
+        return _delegation(keys, threshold or 1 if threshold else old.threshold, opt)
+
+    root_keys = carried(args.root_key, args.threshold, prev.root_keys, "--root-key")
+    km_keys = carried(args.key_mgr_key, args.key_mgr_threshold, prev.key_mgr_keys, "--key-mgr-key")
+    timestamp, expiration = _times(args.expires)
+    meta = Root(prev.version + 1, timestamp, expiration, {"root": root_keys, "key_mgr": km_keys})
+    return _write_unsigned(meta, args.output)
+
+
+def key_mgr_create(args: argparse.Namespace) -> int:
+    from signer.trust.metadata import KeyMgr
+
+    pkg = _delegation(args.pkg_mgr_key, args.threshold, "--pkg-mgr-key")
+    timestamp, expiration = _times(args.expires)
+    return _write_unsigned(
+        KeyMgr(args.version, timestamp, expiration, {"pkg_mgr": pkg}), args.output
+    )
+
+
+def pkg_mgr_create(args: argparse.Namespace) -> int:
+    from signer.trust.metadata import PkgMgr
+
+    timestamp, expiration = _times(args.expires)
+    return _write_unsigned(PkgMgr(args.version, timestamp, expiration, {}), args.output)
+
+
+def metadata_sign(args: argparse.Namespace) -> int:
+    from signer.keys import resolve_keyref
+    from signer.trust.jsonload import MAX_DELEGATING, read_file
+    from signer.trust.metadata import parse_metadata
+    from signer.trust.signing import sign_envelope
+    from signer.trust.state import write_atomic
+
+    doc = parse_metadata(read_file(args.file, MAX_DELEGATING), args.file)
+    key = resolve_keyref(args.key, passphrase_env=args.passphrase_env)
+    openpgp = doc.role == "root"  # conda reads only OpenPGP-style signatures on roots
+    sign_envelope(doc.envelope, key, openpgp=openpgp)
+    write_atomic(Path(args.file), doc.envelope.to_bytes())
+    style = "OpenPGP-style" if openpgp else "raw"
+    print(
+        f"signed {args.file}  ({doc.role} v{doc.meta.version}, {style}, key {key.public_key_hex})"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------- checking
+
+
+def metadata_verify(args: argparse.Namespace) -> int:
+    from signer.trust.chain import check_not_expired, verify_root_self, verify_root_update
+    from signer.trust.jsonload import MAX_DELEGATING, read_file
+    from signer.trust.metadata import KeyMgr, Root, parse_metadata
+    from signer.trust.repository import verify_key_mgr
+    from signer.trust.threshold import verify_threshold
+    from signer.trust.timefmt import timedelta_seconds
+
+    doc = parse_metadata(read_file(args.file, MAX_DELEGATING), args.file)
+    trusted = (
+        parse_metadata(read_file(args.trusted, MAX_DELEGATING), args.trusted)
+        if args.trusted
+        else None
+    )
+    now, skew = now_from(args), timedelta_seconds(args.clock_skew)
+    results: list[tuple[str, Any]] = []
+    try:
+        if doc.role == "root":
+            if trusted is None:
+                results.append(("self", verify_root_self(doc)))
+                what = f"root v{doc.meta.version}: self-signature"
+            else:
+                step = verify_root_update(trusted, doc)
+                results += [
+                    ("old root keys", step.by_old_keys),
+                    ("new root keys", step.by_new_keys),
+                ]
+                what = f"root v{trusted.meta.version} -> v{doc.meta.version}"
+        elif doc.role == "key_mgr":
+            if trusted is None or not isinstance(trusted.meta, Root):
+                raise FormatError(
+                    args.file, "--trusted", "a key_mgr is checked against a trusted root"
+                )
+            results.append(("root's key_mgr keys", verify_key_mgr(doc, trusted.meta)))
+            what = f"key_mgr v{doc.meta.version} under root v{trusted.meta.version}"
+        else:
+            if trusted is None or not isinstance(trusted.meta, KeyMgr):
+                raise FormatError(
+                    args.file, "--trusted", "a pkg_mgr is checked against a trusted key_mgr"
+                )
+            result = verify_threshold(
+                doc.envelope.canonical,
+                doc.envelope.signatures,
+                trusted.meta.pkg_mgr_keys,
+                "pkg_mgr",
+                allow_openpgp=False,
+            ).require(args.file)
+            results.append(("key_mgr's pkg_mgr keys", result))
+            what = f"pkg_mgr v{doc.meta.version} under key_mgr v{trusted.meta.version}"
+        check_not_expired(doc.meta, args.file, now, skew)
+    except VerificationError as exc:
+        if args.json:
+            emit_json({"file": args.file, "ok": False, "check": exc.check, "reason": exc.reason})
+            return 1
+        raise
+    if args.json:
+        emit_json({
+            "file": args.file, "ok": True, "checked": what, "expires": doc.meta.expiration,
+            "thresholds": {
+                label: {"threshold": r.threshold, "signed": list(r.signed),
+                        "invalid": dict(r.invalid), "missing": list(r.missing),
+                        "unknown": list(r.unknown)}
+                for label, r in results
+            },
+        })  # fmt: skip
+        return 0
+    print(f"OK    {args.file}  {what}; expires {doc.meta.expiration}")
+    for label, result in results:
+        print(f"      {label}: {result.describe()}")
+    return 0

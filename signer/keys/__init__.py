@@ -1,0 +1,154 @@
+"""KEYREF resolution, key generation and public-key arguments.
+
+A KEYREF is a signer URI: `file:PATH`, `env:VAR` (here), and the backends registered in
+securesystemslib's `SIGNER_FOR_URI_SCHEME`. Everything returns a `KeyHandle`, which is both
+the securesystemslib `Signer` (for DSSE) and the core's `MessageSigner` (channel layer).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from securesystemslib.signer import SIGNER_FOR_URI_SCHEME, Signer, SSlibKey
+
+from signer.keys.local import LOCAL_SIGNERS, _LocalSigner
+from signer.keys.material import ed25519_seed, parse_private_key, private_pem, public_key_of
+from signer.trust import ed25519 as _ed25519
+from signer.trust.errors import FormatError
+from signer.trust.keys import PublicKey
+from signer.trust.metadata import is_public_key_hex
+
+SIGNER_FOR_URI_SCHEME.update(LOCAL_SIGNERS)
+
+DEFAULT_PASSPHRASE_ENV = "CF_SIGN_KEY_PASSPHRASE"
+
+
+@dataclass
+class KeyHandle:
+    """A resolved private key: securesystemslib Signer plus fast raw ed25519 signing."""
+
+    keyref: str
+    signer: Signer
+    public: PublicKey
+    _nacl_secret: bytes | None = None
+
+    @property
+    def keyid(self) -> str:
+        return self.public.keyid
+
+    @property
+    def public_key_hex(self) -> str:
+        if not self.public.is_ed25519:
+            raise FormatError(self.keyref, "", "channel-layer keys must be ed25519")
+        return self.public.public
+
+    def sign_message(self, message: bytes) -> bytes:
+        if self._nacl_secret is not None:
+            return _ed25519.sign_raw(self._nacl_secret, message)
+        return bytes.fromhex(self.signer.sign(message).signature)
+
+
+def _passphrase_handler(passphrase_env: str | None):  # type: ignore[no-untyped-def]
+    def handler(secret: str) -> str:
+        var = passphrase_env or DEFAULT_PASSPHRASE_ENV
+        value = os.environ.get(var)
+        if value is None:
+            raise FormatError(var, "", f"key is encrypted and ${var} (its {secret}) is not set")
+        return value
+
+    return handler
+
+
+def resolve_keyref(
+    keyref: str, *, public: PublicKey | None = None, passphrase_env: str | None = None
+) -> KeyHandle:
+    """Turn a KEYREF into a KeyHandle; a bad reference is a FormatError naming it."""
+    scheme, sep, _ = keyref.partition(":")
+    if not sep:
+        raise FormatError(keyref, "", "KEYREF must look like file:PATH or env:VAR")
+    cls = SIGNER_FOR_URI_SCHEME.get(scheme)
+    if cls is None:
+        raise FormatError(keyref, "", f"unsupported key scheme {scheme!r}")
+    handler = _passphrase_handler(passphrase_env)
+    if isinstance(cls, type) and issubclass(cls, _LocalSigner):
+        local = cls.load(keyref, handler)
+        pub = public_key_of(local.private_key)
+        seed = ed25519_seed(local.private_key)
+        secret = _ed25519.keypair_from_seed(seed)[1] if seed is not None else None
+        return KeyHandle(keyref, local, pub, secret)
+    if public is None:
+        raise FormatError(keyref, "", "this key scheme needs the public key (--public-key)")
+    sslib = SSlibKey(public.keyid, public.keytype, public.scheme, {"public": public.public})
+    try:
+        signer = Signer.from_priv_key_uri(keyref, sslib, handler)
+    except FormatError:
+        raise
+    except Exception as exc:  # backend errors (network, token, agent) vary by backend
+        raise FormatError(keyref, "", f"cannot load signer: {exc}") from None
+    return KeyHandle(keyref, signer, public)
+
+
+def load_public_key(arg: str) -> PublicKey:
+    """PUB argument: a `.pub` file written by `keys generate`, or 64 hex digits."""
+    if is_public_key_hex(arg):
+        return PublicKey.ed25519(arg)
+    path = Path(arg)
+    try:
+        data = path.read_bytes()[: 64 * 1024 + 1]
+    except FileNotFoundError:
+        raise FormatError(arg, "", "no such public key file (or not 64 lowercase hex)") from None
+    except OSError as exc:
+        raise FormatError(arg, "", f"cannot read: {exc.strerror}") from None
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        raise FormatError(arg, "", "not a JSON key file") from None
+    return PublicKey.from_dict(obj, arg, "")
+
+
+def ed25519_hex(pub: PublicKey, source: str) -> str:
+    if not pub.is_ed25519:
+        raise FormatError(source, "keytype", "channel-layer keys must be ed25519")
+    return pub.public
+
+
+def generate_key(
+    name: str, directory: Path, keytype: str = "ed25519", passphrase: bytes | None = None
+) -> tuple[Path, Path, PublicKey]:
+    """Write NAME.key (PKCS#8 PEM, 0600) and NAME.pub (key dict); refuse to overwrite."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    if not name or "/" in name or name.startswith("."):
+        raise FormatError(name, "NAME", "must be a plain file name")
+    key_path, pub_path = directory / f"{name}.key", directory / f"{name}.pub"
+    for path in (key_path, pub_path):
+        if path.exists():
+            raise FormatError(str(path), "", "already exists; not overwriting a key")
+    if keytype == "ed25519":
+        key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey = (
+            ed25519.Ed25519PrivateKey.generate()
+        )
+    elif keytype == "ecdsa-p256":
+        key = ec.generate_private_key(ec.SECP256R1())
+    else:
+        raise FormatError(keytype, "--type", "expected ed25519 or ecdsa-p256")
+    public = public_key_of(key)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(private_pem(key, passphrase))
+    pub_path.write_text(json.dumps(public.to_dict(), indent=2, sort_keys=True) + "\n")
+    return key_path, pub_path, public
+
+
+__all__ = [
+    "KeyHandle",
+    "ed25519_hex",
+    "generate_key",
+    "load_public_key",
+    "parse_private_key",
+    "resolve_keyref",
+]

@@ -1,0 +1,73 @@
+"""Private key material: PKCS#8 PEM (optionally encrypted) or a 64-hex ed25519 seed."""
+
+from __future__ import annotations
+
+import re
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from signer.trust.errors import FormatError
+from signer.trust.keys import PublicKey
+
+PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
+
+_SEED_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+MAX_KEY_FILE = 64 * 1024
+
+
+def parse_private_key(data: bytes, source: str, passphrase: bytes | None) -> PrivateKey:
+    """Load PEM or a hex seed; `source` names where it came from (never the value)."""
+    text = data.strip()
+    if _SEED_RE.match(text.decode("ascii", "replace")):
+        return ed25519.Ed25519PrivateKey.from_private_bytes(bytes.fromhex(text.decode()))
+    if b"-----BEGIN" not in text:
+        raise FormatError(source, "", "not a PEM private key or a 64-hex ed25519 seed")
+    encrypted = b"ENCRYPTED" in text
+    if encrypted and passphrase is None:
+        raise FormatError(source, "", "key is encrypted: pass --passphrase-env VAR")
+    try:
+        key = serialization.load_pem_private_key(text, passphrase if encrypted else None)
+    except ValueError:
+        why = "wrong passphrase or corrupt key" if encrypted else "cannot parse the PEM key"
+        raise FormatError(source, "", why) from None
+    except TypeError as exc:
+        raise FormatError(source, "", str(exc)) from None
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key
+    if isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name == "secp256r1":
+        return key
+    raise FormatError(source, "", "unsupported key type (ed25519 or ECDSA P-256 only)")
+
+
+def public_key_of(key: PrivateKey) -> PublicKey:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        raw = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return PublicKey.ed25519(raw.hex())
+    pem = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return PublicKey("ecdsa", "ecdsa-sha2-nistp256", pem.decode("ascii"))
+
+
+def ed25519_seed(key: PrivateKey) -> bytes | None:
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return key.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+    return None
+
+
+def private_pem(key: PrivateKey, passphrase: bytes | None) -> bytes:
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase)
+        if passphrase
+        else serialization.NoEncryption()
+    )
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
+    )

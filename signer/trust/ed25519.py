@@ -1,0 +1,96 @@
+"""Ed25519 signatures of the channel layer: raw and OpenPGP-style.
+
+Raw: ed25519 over the canonical bytes. OpenPGP-style: ed25519 over
+``SHA256(canon || H || 0x04 0xff || uint32_be(len(H)))`` where H is the hashed part of an
+OpenPGP v4 signature packet; a verifier never parses H. Verification goes to libsodium
+through PyNaCl (about 2x OpenSSL's speed on this kind of machine).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Callable
+
+from nacl import bindings as _nacl
+from nacl.exceptions import BadSignatureError
+
+_sign_open = _nacl.crypto_sign_open
+
+
+def verify_raw(public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """True when `signature` is a valid ed25519 signature of `message` by `public_key`."""
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    try:
+        _sign_open(signature + message, public_key)
+    except (BadSignatureError, ValueError, TypeError):
+        return False
+    return True
+
+
+def openpgp_digest(message: bytes, other_headers: bytes) -> bytes:
+    """The 32-byte digest an OpenPGP v4 ed25519 signature signs."""
+    trailer = b"\x04\xff" + struct.pack(">I", len(other_headers))
+    return hashlib.sha256(message + other_headers + trailer).digest()
+
+
+def verify_openpgp(
+    public_key: bytes, signature: bytes, message: bytes, other_headers: bytes
+) -> bool:
+    return verify_raw(public_key, signature, openpgp_digest(message, other_headers))
+
+
+# --- signing with a raw seed (dev keys, tests, repodata signing at speed) ---
+
+
+def keypair_from_seed(seed: bytes) -> tuple[bytes, bytes]:
+    """(public key, libsodium secret key) for a 32-byte seed."""
+    public, secret = _nacl.crypto_sign_seed_keypair(seed)
+    return bytes(public), bytes(secret)
+
+
+def sign_raw(secret_key: bytes, message: bytes) -> bytes:
+    """Detached ed25519 signature with a libsodium 64-byte secret key."""
+    return bytes(_nacl.crypto_sign(message, secret_key)[:64])
+
+
+# --- synthesising the OpenPGP part for a raw ed25519 key ---
+
+_ED25519_OID = bytes.fromhex("2b06010401da470f01")
+_KEY_CREATION_TIME = 0  # fixed, so the fingerprint is a function of the key alone
+
+
+def openpgp_fingerprint(public_key: bytes) -> bytes:
+    """v4 fingerprint of the EdDSA public-key packet for `public_key` (created at time 0)."""
+    point = b"\x40" + public_key  # native point encoding, 263 bits
+    body = (
+        b"\x04"
+        + struct.pack(">I", _KEY_CREATION_TIME)
+        + bytes([22, len(_ED25519_OID)])
+        + _ED25519_OID
+        + struct.pack(">H", 263)
+        + point
+    )
+    return hashlib.sha1(
+        b"\x99" + struct.pack(">H", len(body)) + body, usedforsecurity=False
+    ).digest()
+
+
+def openpgp_hashed_part(fingerprint: bytes, created: int) -> bytes:
+    """Hashed part H of a v4 binary-document EdDSA/SHA-256 signature packet.
+
+    Subpackets: issuer fingerprint (33) and signature creation time (2), as GnuPG writes them.
+    """
+    subpackets = bytes([22, 33, 4]) + fingerprint + bytes([5, 2]) + struct.pack(">I", created)
+    return bytes([4, 0x00, 22, 8]) + struct.pack(">H", len(subpackets)) + subpackets
+
+
+def sign_openpgp(
+    sign_digest: Callable[[bytes], bytes], public_key: bytes, message: bytes, created: int
+) -> tuple[str, str, str]:
+    """(other_headers hex, signature hex, fingerprint hex) made with a raw ed25519 signer."""
+    fingerprint = openpgp_fingerprint(public_key)
+    headers = openpgp_hashed_part(fingerprint, created)
+    signature = sign_digest(openpgp_digest(message, headers))
+    return headers.hex(), signature.hex(), fingerprint.hex()

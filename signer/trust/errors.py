@@ -1,0 +1,55 @@
+"""Exceptions of the trust core.
+
+Two families, matching the CLI's exit codes: `FormatError` (input could not be read or
+parsed: exit 2 when the file was named on the command line) and `VerificationError`
+(the input parsed but is not trustworthy: exit 1). Every message is one line that names
+the document, the field or check, and the reason.
+"""
+
+from __future__ import annotations
+
+
+class TrustError(Exception):
+    """Base of every error cf-sign raises on purpose."""
+
+
+class FormatError(TrustError):
+    """A document or file is malformed, missing, oversized or of the wrong shape."""
+
+    def __init__(self, source: str, field: str, reason: str) -> None:
+        self.source = source
+        self.field = field
+        self.reason = reason
+        where = f"{source}: {field}" if field else source
+        super().__init__(f"{where}: {reason}")
+
+
+class VerificationError(TrustError):
+    """A check of section 4 failed: `check` names it (signature, expiry, rollback, ...)."""
+
+    def __init__(self, subject: str, check: str, reason: str) -> None:
+        self.subject = subject
+        self.check = check
+        self.reason = reason
+        super().__init__(f"{subject}: {check}: {reason}")
+
+
+class ExpiredError(VerificationError):
+    """A document is past its expiration (freeze attack or stale metadata)."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        super().__init__(subject, "expired", reason)
+
+
+class RollbackError(VerificationError):
+    """A document's version is lower than one already seen."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        super().__init__(subject, "rollback", reason)
+
+
+class ThresholdError(VerificationError):
+    """Fewer valid signatures than the delegation's threshold."""
+
+    def __init__(self, subject: str, reason: str) -> None:
+        super().__init__(subject, "signature", reason)

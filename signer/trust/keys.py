@@ -1,0 +1,98 @@
+"""Public keys in securesystemslib's dict form, their keyids, and signature checks.
+
+Channel-layer keys are ed25519 only (conda and mamba verify nothing else); the feedstock
+layer also admits ecdsa-sha2-nistp256 keys, e.g. from Azure Key Vault. Kept free of
+securesystemslib itself: importing it costs more than a whole `cf-sign verify` may take.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from signer.trust.ed25519 import verify_raw
+from signer.trust.errors import FormatError
+from signer.trust.metadata import is_public_key_hex, require_exact_keys
+
+ED25519 = ("ed25519", "ed25519")
+ECDSA_P256 = ("ecdsa", "ecdsa-sha2-nistp256")
+SUPPORTED = {ED25519, ECDSA_P256}
+
+
+def olpc_canonical(value: Any) -> str:
+    """securesystemslib's canonical JSON (used for keyids): compact, sorted, minimal escaping."""
+    if isinstance(value, bool) or value is None:
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(olpc_canonical(v) for v in value) + "]"
+    if isinstance(value, dict):
+        items = sorted(value.items())
+        return "{" + ",".join(f"{olpc_canonical(k)}:{olpc_canonical(v)}" for k, v in items) + "}"
+    raise TypeError(f"cannot canonicalise {type(value).__name__}")
+
+
+@dataclass(frozen=True)
+class PublicKey:
+    keytype: str
+    scheme: str
+    public: str  # 64 hex for ed25519, PEM SubjectPublicKeyInfo for ECDSA
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"keytype": self.keytype, "scheme": self.scheme, "keyval": {"public": self.public}}
+
+    @property
+    def keyid(self) -> str:
+        return hashlib.sha256(olpc_canonical(self.to_dict()).encode("utf-8")).hexdigest()
+
+    @property
+    def is_ed25519(self) -> bool:
+        return (self.keytype, self.scheme) == ED25519
+
+    @classmethod
+    def ed25519(cls, public_hex: str) -> PublicKey:
+        return cls("ed25519", "ed25519", public_hex)
+
+    @classmethod
+    def from_dict(cls, obj: object, source: str, where: str) -> PublicKey:
+        data = require_exact_keys(obj, {"keytype", "scheme", "keyval"}, source, where)
+        keyval = require_exact_keys(data["keyval"], {"public"}, source, f"{where}.keyval")
+        keytype, scheme, public = data["keytype"], data["scheme"], keyval["public"]
+        if (keytype, scheme) not in SUPPORTED:
+            raise FormatError(source, where, f"unsupported key type/scheme {keytype!r}/{scheme!r}")
+        if not isinstance(public, str):
+            raise FormatError(source, f"{where}.keyval.public", "expected a string")
+        if (keytype, scheme) == ED25519 and not is_public_key_hex(public):
+            raise FormatError(source, f"{where}.keyval.public", "expected 64 lowercase hex digits")
+        if (keytype, scheme) == ECDSA_P256 and not public.startswith("-----BEGIN PUBLIC KEY-----"):
+            raise FormatError(source, f"{where}.keyval.public", "expected a PEM public key")
+        return cls(keytype, scheme, public)
+
+    def verify(self, signature: bytes, message: bytes) -> bool:
+        """True when `signature` (raw ed25519, or DER ECDSA over SHA-256) verifies."""
+        if self.is_ed25519:
+            return verify_raw(bytes.fromhex(self.public), signature, message)
+        return _verify_ecdsa_p256(self.public, signature, message)
+
+
+def _verify_ecdsa_p256(pem: str, signature: bytes, message: bytes) -> bool:
+    # Imported here: only ECDSA feedstock keys need OpenSSL's EC code.
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        key = serialization.load_pem_public_key(pem.encode("ascii"))
+    except ValueError:
+        return False
+    if not isinstance(key, ec.EllipticCurvePublicKey) or key.curve.name != "secp256r1":
+        return False
+    try:
+        key.verify(signature, message, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
