@@ -32,8 +32,7 @@ class ThresholdResult:
         return len(self.signed) >= self.threshold
 
     def describe(self) -> str:
-        counted = f"{len(self.signed)} of {self.threshold} required"
-        parts = [f"{counted} valid signatures from {self.role} keys"]
+        parts = [f"{len(self.signed)} valid, {self.threshold} required, from {self.role} keys"]
         if self.invalid:
             parts.append(
                 "invalid: "

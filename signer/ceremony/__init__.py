@@ -1,0 +1,1 @@
+"""Key ceremonies: making and rotating roots, and the development trust repository."""
