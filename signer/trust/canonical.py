@@ -2,8 +2,9 @@
 
 The bytes are those of conda-content-trust's `canonserialize`:
 ``json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True)`` in UTF-8. orjson yields the
-same bytes for ASCII-only, float-free values (same separators with indent=2, same key order
-for ASCII keys) at a fraction of the cost; anything else takes the reference path.
+same bytes for ASCII-only (DEL excluded), float-free values (same separators with
+indent=2, same key order for ASCII keys) at a fraction of the cost; anything else takes
+the reference path.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ def canonical_bytes(obj: Any) -> bytes:
         except TypeError:  # ints beyond 64 bits, non-str keys
             pass
         else:
-            if out.isascii():
+            # json escapes DEL (0x7f) even though it is ASCII; orjson does not.
+            if out.isascii() and b"\x7f" not in out:
                 return out
     return canonical_bytes_reference(obj)
