@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from securesystemslib.signer import SIGNER_FOR_URI_SCHEME, Signer, SSlibKey
 
@@ -20,6 +21,9 @@ from signer.trust import ed25519 as _ed25519
 from signer.trust.errors import FormatError
 from signer.trust.keys import PublicKey
 from signer.trust.metadata import is_public_key_hex
+
+if TYPE_CHECKING:
+    from signer.keys.gpg import GpgKey
 
 SIGNER_FOR_URI_SCHEME.update(LOCAL_SIGNERS)
 
@@ -64,11 +68,15 @@ def _passphrase_handler(passphrase_env: str | None):  # type: ignore[no-untyped-
 
 def resolve_keyref(
     keyref: str, *, public: PublicKey | None = None, passphrase_env: str | None = None
-) -> KeyHandle:
+) -> KeyHandle | GpgKey:
     """Turn a KEYREF into a KeyHandle; a bad reference is a FormatError naming it."""
     scheme, sep, _ = keyref.partition(":")
     if not sep:
         raise FormatError(keyref, "", "KEYREF must look like file:PATH or env:VAR")
+    if scheme == "gpg":
+        from signer.keys.gpg import load_gpg_key
+
+        return load_gpg_key(keyref)
     cls = SIGNER_FOR_URI_SCHEME.get(scheme)
     if cls is None:
         raise FormatError(keyref, "", f"unsupported key scheme {scheme!r}")
