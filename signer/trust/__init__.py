@@ -1,49 +1,114 @@
 """The trust core: formats, canonical bytes and verification.
 
-Imports nothing else of the package; every other part builds on this one.
+Imports nothing else of the package; every other part builds on this one. Names are
+imported on first use (PEP 562): the CLI needs `signer.trust.errors` at start-up, and
+loading every module of the core there would cost more than `cf-sign verify` may take.
 """
 
-from signer.trust.canonical import canonical_bytes
-from signer.trust.chain import (
-    RootUpdate,
-    check_not_expired,
-    verify_root_self,
-    verify_root_update,
-)
-from signer.trust.errors import (
-    ExpiredError,
-    FormatError,
-    RollbackError,
-    ThresholdError,
-    TrustError,
-    VerificationError,
-)
-from signer.trust.keys import PublicKey
-from signer.trust.metadata import (
-    SPEC_VERSION,
-    DelegatingMetadata,
-    Delegation,
-    KeyMgr,
-    PkgMgr,
-    Root,
-    Signable,
-    Signature,
-    SignedMetadata,
-    parse_metadata,
-)
-from signer.trust.repository import (
-    Fetch,
-    TrustedKeyMgr,
-    TrustedRoot,
-    choose_anchor,
-    load_key_mgr,
-    update_root,
-    verify_key_mgr,
-)
-from signer.trust.signing import MessageSigner, sign_envelope
-from signer.trust.state import TrustState, write_atomic
-from signer.trust.threshold import ThresholdResult, verify_threshold
-from signer.trust.timefmt import DEFAULT_CLOCK_SKEW, Clock, format_time, parse_time, system_clock
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from signer.trust.canonical import canonical_bytes
+    from signer.trust.chain import (
+        RootUpdate,
+        check_not_expired,
+        verify_root_self,
+        verify_root_update,
+    )
+    from signer.trust.errors import (
+        ExpiredError,
+        FormatError,
+        RollbackError,
+        ThresholdError,
+        TrustError,
+        VerificationError,
+    )
+    from signer.trust.keys import PublicKey
+    from signer.trust.metadata import (
+        SPEC_VERSION,
+        DelegatingMetadata,
+        Delegation,
+        KeyMgr,
+        PkgMgr,
+        Root,
+        Signable,
+        Signature,
+        SignedMetadata,
+        parse_metadata,
+    )
+    from signer.trust.repository import (
+        Fetch,
+        TrustedKeyMgr,
+        TrustedRoot,
+        choose_anchor,
+        load_key_mgr,
+        update_root,
+        verify_key_mgr,
+    )
+    from signer.trust.signing import MessageSigner, sign_envelope
+    from signer.trust.state import TrustState, write_atomic
+    from signer.trust.threshold import ThresholdResult, verify_threshold
+    from signer.trust.timefmt import (
+        DEFAULT_CLOCK_SKEW,
+        Clock,
+        format_time,
+        parse_time,
+        system_clock,
+    )
+
+_MODULE_OF = {
+    "Clock": "signer.trust.timefmt",
+    "DEFAULT_CLOCK_SKEW": "signer.trust.timefmt",
+    "DelegatingMetadata": "signer.trust.metadata",
+    "Delegation": "signer.trust.metadata",
+    "ExpiredError": "signer.trust.errors",
+    "Fetch": "signer.trust.repository",
+    "FormatError": "signer.trust.errors",
+    "KeyMgr": "signer.trust.metadata",
+    "MessageSigner": "signer.trust.signing",
+    "PkgMgr": "signer.trust.metadata",
+    "PublicKey": "signer.trust.keys",
+    "RollbackError": "signer.trust.errors",
+    "Root": "signer.trust.metadata",
+    "RootUpdate": "signer.trust.chain",
+    "SPEC_VERSION": "signer.trust.metadata",
+    "Signable": "signer.trust.metadata",
+    "Signature": "signer.trust.metadata",
+    "SignedMetadata": "signer.trust.metadata",
+    "ThresholdError": "signer.trust.errors",
+    "ThresholdResult": "signer.trust.threshold",
+    "TrustError": "signer.trust.errors",
+    "TrustState": "signer.trust.state",
+    "TrustedKeyMgr": "signer.trust.repository",
+    "TrustedRoot": "signer.trust.repository",
+    "VerificationError": "signer.trust.errors",
+    "canonical_bytes": "signer.trust.canonical",
+    "check_not_expired": "signer.trust.chain",
+    "choose_anchor": "signer.trust.repository",
+    "format_time": "signer.trust.timefmt",
+    "load_key_mgr": "signer.trust.repository",
+    "parse_metadata": "signer.trust.metadata",
+    "parse_time": "signer.trust.timefmt",
+    "sign_envelope": "signer.trust.signing",
+    "system_clock": "signer.trust.timefmt",
+    "update_root": "signer.trust.repository",
+    "verify_key_mgr": "signer.trust.repository",
+    "verify_root_self": "signer.trust.chain",
+    "verify_root_update": "signer.trust.chain",
+    "verify_threshold": "signer.trust.threshold",
+    "write_atomic": "signer.trust.state",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'signer.trust' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "DEFAULT_CLOCK_SKEW",
