@@ -39,7 +39,9 @@ def _key(keys_dir: Path, name: str) -> KeyHandle:
     key_path = keys_dir / f"{name}.key"
     if not key_path.exists():
         generate_key(name, keys_dir)
-    return resolve_keyref(f"file:{key_path}")
+    key = resolve_keyref(f"file:{key_path}")
+    assert isinstance(key, KeyHandle)  # file: keys always resolve to a KeyHandle
+    return key
 
 
 def _signed(meta: Root | KeyMgr | PkgMgr, signers: list[KeyHandle], *, openpgp: bool) -> bytes:

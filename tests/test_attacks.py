@@ -1,0 +1,336 @@
+"""Attacks on the feedstock layer: each one is built for real and must fail with its reason.
+
+Every test ends with `cf-sign verify` (in-process) exiting 1 and naming the failed check.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_feedstock_support import World, environ, make_world, resign, run
+
+from signer.keys import KeyHandle, generate_key, resolve_keyref
+from signer.trust.feedstocks import INDEX_PATH, bin_id, bin_path
+from signer.trust.metadata import Delegation, Root, Signable
+from signer.trust.signing import sign_envelope
+from signer.trust.state import write_atomic
+from signer.trust.timefmt import format_time
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return make_world(tmp_path)
+
+
+def verdict(world: World, cli: Callable[..., Any], pkg: Path, *extra: object) -> dict[str, Any]:
+    res = cli(*world.verify_args(pkg), "--json", *extra)
+    (entry,) = json.loads(res.out)
+    assert res.code == (0 if entry["ok"] else 1), res.out + res.err
+    out: dict[str, Any] = entry
+    return out
+
+
+def failure(world: World, cli: Callable[..., Any], pkg: Path, *extra: object) -> tuple[str, str]:
+    entry = verdict(world, cli, pkg, *extra)
+    assert not entry["ok"], entry
+    # The plain output says the same in one line.
+    res = cli(*world.verify_args(pkg), *extra)
+    assert res.code == 1 and res.out.startswith(f"FAIL {pkg.name}: {entry['check']}: ")
+    assert len(res.out.splitlines()) == 1
+    return entry["check"], entry["reason"]
+
+
+def signed_numpy(world: World, version: str = "1.0") -> Path:
+    pkg = world.build("numpy", version)
+    assert world.sign(pkg, "numpy") == 0
+    return pkg
+
+
+def sidecar_of(pkg: Path) -> Path:
+    return pkg.with_name(pkg.name + ".sig.json")
+
+
+def new_key(world: World, name: str) -> KeyHandle:
+    generate_key(name, world.base / "extra-keys")
+    handle = resolve_keyref(f"file:{world.base / 'extra-keys' / (name + '.key')}")
+    assert isinstance(handle, KeyHandle)
+    return handle
+
+
+# ----------------------------------------------------------------------------- artifacts
+
+
+def test_baseline_verifies(world: World, cli: Callable[..., Any]) -> None:
+    assert verdict(world, cli, signed_numpy(world))["ok"]
+
+
+def test_unsigned_artifact(world: World, cli: Callable[..., Any]) -> None:
+    check, reason = failure(world, cli, world.build("numpy"))
+    assert check == "attestation" and "unsigned" in reason
+
+
+def test_signature_by_another_feedstocks_key(world: World, cli: Callable[..., Any]) -> None:
+    pkg = world.build("numpy")
+    # The thief holds evil's key and claims to be numpy.
+    assert world.sign(pkg, "numpy", secret=world.secrets["evil"]) == 0
+    check, reason = failure(world, cli, pkg)
+    assert check == "signature" and "0 valid, 1 required" in reason and "not delegated" in reason
+
+
+def test_name_outside_the_feedstocks_scope(world: World, cli: Callable[..., Any]) -> None:
+    pkg = world.build("numpy")
+    assert world.sign(pkg, "evil") == 0  # evil's own key, evil's delegation, numpy's name
+    check, reason = failure(world, cli, pkg)
+    assert check == "scope" and "'numpy'" in reason and "evil" in reason
+
+
+def test_name_only_another_feedstocks_prefix_glob_matches(
+    world: World, cli: Callable[..., Any]
+) -> None:
+    # libllvm99 is llvmdev's through its `libllvm*` glob; numpy's `libnumpy*` does not match.
+    pkg = world.build("libllvm99", "99.0")
+    assert world.sign(pkg, "numpy") == 0
+    check, _ = failure(world, cli, pkg)
+    assert check == "scope"
+    honest = world.build("libllvm99", "99.1")
+    assert world.sign(honest, "llvmdev") == 0
+    assert verdict(world, cli, honest)["ok"]
+
+
+def test_key_removed_from_the_delegation(world: World, cli: Callable[..., Any]) -> None:
+    pkg = signed_numpy(world)
+    assert verdict(world, cli, pkg)["ok"]
+    # numpy's key leaked: admins rotate it; old signatures stop verifying.
+    replacement = new_key(world, "numpy-2")
+    entries = world.default_entries()
+    entries["numpy"]["keys"] = [replacement.public.to_dict()]
+    world.write_source(entries)
+    assert world.publish() == 0
+    check, reason = failure(world, cli, pkg)
+    assert check == "signature" and "not delegated" in reason
+
+
+def test_tampered_artifact_bytes(world: World, cli: Callable[..., Any]) -> None:
+    pkg = signed_numpy(world)
+    with zipfile.ZipFile(pkg) as zf:
+        member = next(i for i in zf.infolist() if i.filename.startswith("pkg-"))
+    data = bytearray(pkg.read_bytes())
+    data[member.header_offset + 40] ^= 0xFF  # inside the payload, not info/index.json
+    pkg.write_bytes(bytes(data))
+    check, reason = failure(world, cli, pkg)
+    assert check == "digest" and "modified" in reason
+
+
+def test_sidecar_moved_to_another_artifact(world: World, cli: Callable[..., Any]) -> None:
+    signed = signed_numpy(world, "1.0")
+    other = world.build("numpy", "1.1")
+    shutil.copy(sidecar_of(signed), sidecar_of(other))
+    check, reason = failure(world, cli, other)
+    assert check == "subject" and signed.name in reason
+
+
+@pytest.mark.parametrize("fmt", ["conda", "tar.bz2"])
+def test_artifact_renamed_so_its_name_disagrees_with_index_json(
+    world: World, cli: Callable[..., Any], fmt: str
+) -> None:
+    pkg = world.build("numpy", "1.0", fmt=fmt)
+    assert world.sign(pkg, "numpy") == 0
+    renamed = pkg.with_name(pkg.name.replace("-1.0-", "-2.0-"))
+    pkg.rename(renamed)
+    sidecar_of(pkg).rename(sidecar_of(renamed))
+    check, reason = failure(world, cli, renamed)
+    assert check == "file-name" and "info/index.json" in reason and "'1.0'" in reason
+
+
+# ----------------------------------------------------------------------------- delegations
+
+
+def _snapshot(world: World, *paths: str) -> dict[str, bytes]:
+    return {p: (world.trust / p).read_bytes() for p in paths}
+
+
+def test_rollback_of_index_and_bin(world: World, cli: Callable[..., Any]) -> None:
+    pkg = signed_numpy(world)
+    numpy_bin = bin_path(bin_id("numpy", 256))
+    old = _snapshot(world, INDEX_PATH, numpy_bin)
+    entries = world.default_entries()
+    entries["numpy"]["outputs"].append("numpy-devel")
+    world.write_source(entries)
+    assert world.publish() == 0
+    assert verdict(world, cli, pkg)["ok"]  # the verifier has now seen v2
+    new = _snapshot(world, INDEX_PATH, numpy_bin)
+
+    for path, data in old.items():  # the attacker serves the old pair
+        write_atomic(world.trust / path, data)
+    check, reason = failure(world, cli, pkg)
+    assert check == "rollback" and INDEX_PATH in reason
+
+    # Only the old bin, with the current index.
+    write_atomic(world.trust / INDEX_PATH, new[INDEX_PATH])
+    check, reason = failure(world, cli, pkg)
+    assert check == "rollback" and numpy_bin in reason
+
+
+def test_bin_not_matching_the_index(world: World, cli: Callable[..., Any]) -> None:
+    pkg = signed_numpy(world)
+    numpy_bin = world.trust / bin_path(bin_id("numpy", 256))
+    assert world.repo.key_mgr_key is not None
+
+    # A genuinely signed bin whose bytes the index does not list (mix-and-match).
+    def widen(signed: dict[str, Any]) -> None:
+        signed["delegations"]["numpy"]["output_globs"].append("*")
+
+    resign(numpy_bin, [world.repo.key_mgr_key], widen)
+    check, reason = failure(world, cli, pkg)
+    assert check == "mix-and-match" and "sha256" in reason
+
+
+@pytest.mark.parametrize("which", ["root", "key_mgr", "index", "bin"])
+def test_freeze_expired_documents(world: World, cli: Callable[..., Any], which: str) -> None:
+    pkg = signed_numpy(world)
+    now = datetime.now(UTC).replace(microsecond=0)
+    at = now + timedelta(days=2)
+    soon = format_time(now + timedelta(days=1))
+    km = world.repo.key_mgr_key
+    assert km is not None
+    numpy_bin = bin_path(bin_id("numpy", 256))
+    if which == "root":
+        at = now + timedelta(days=400)  # past the dev root's 365 days, first to be checked
+    elif which == "key_mgr":
+        resign(world.trust / "key_mgr.json", [km], lambda s: s.update(expiration=soon))
+    elif which == "index":
+        resign(world.trust / INDEX_PATH, [km], lambda s: s.update(expiration=soon))
+    else:
+        data = resign(world.trust / numpy_bin, [km], lambda s: s.update(expiration=soon))
+        import hashlib
+
+        def relist(signed: dict[str, Any]) -> None:
+            signed["shards"][bin_id("numpy", 256)]["sha256"] = hashlib.sha256(data).hexdigest()
+
+        resign(world.trust / INDEX_PATH, [km], relist)
+    check, reason = failure(world, cli, pkg, "--at", format_time(at))
+    assert check == "expired"
+    expected = {
+        "root": "1.root.json",
+        "key_mgr": "key_mgr.json",
+        "index": INDEX_PATH,
+        "bin": numpy_bin,
+    }[which]
+    assert reason.startswith(expected)
+
+
+def test_root_update_signed_by_the_new_keys_only(world: World, cli: Callable[..., Any]) -> None:
+    pkg = signed_numpy(world)
+    new_keys = [new_key(world, f"newroot{i}") for i in range(2)]
+    assert world.repo.key_mgr_key is not None
+    now = datetime.now(UTC).replace(microsecond=0)
+    root2 = Root(
+        2,
+        format_time(now),
+        format_time(now + timedelta(days=365)),
+        {
+            "root": Delegation(tuple(k.public_key_hex for k in new_keys), 2),
+            "key_mgr": Delegation((world.repo.key_mgr_key.public_key_hex,), 1),
+        },
+    )
+    envelope = Signable(root2.to_signed(), {}, "2.root.json")
+    for key in new_keys:
+        sign_envelope(envelope, key, openpgp=True)
+    write_atomic(world.trust / "2.root.json", envelope.to_bytes())
+    check, reason = failure(world, cli, pkg)
+    assert check == "signature" and reason.startswith("2.root.json") and "v1 root" in reason
+
+
+def test_same_key_repeated_to_reach_threshold_two(world: World, cli: Callable[..., Any]) -> None:
+    second = new_key(world, "numpy-second")
+    entries = world.default_entries()
+    entries["numpy"]["keys"].append(second.public.to_dict())
+    entries["numpy"]["threshold"] = 2
+    world.write_source(entries)
+    assert world.publish() == 0
+    pkg = signed_numpy(world)
+    doc = json.loads(sidecar_of(pkg).read_text())
+    for envelope in doc["envelopes"]:
+        envelope["signatures"].append(dict(envelope["signatures"][0]))
+    sidecar_of(pkg).write_text(json.dumps(doc))
+    check, reason = failure(world, cli, pkg)
+    assert check == "signature" and "1 valid, 2 required" in reason
+
+
+# ----------------------------------------------------------------------------- documents
+
+
+def test_oversized_sidecar(world: World, cli: Callable[..., Any]) -> None:
+    pkg = signed_numpy(world)
+    doc = json.loads(sidecar_of(pkg).read_text())
+    doc["padding"] = "x" * (1024 * 1024)
+    sidecar_of(pkg).write_text(json.dumps(doc))
+    check, reason = failure(world, cli, pkg)
+    assert check == "size" and "cap" in reason
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"{not json", b'{"feedstock": "numpy", "envelopes": [], "x": 1}', b"\xff\xfe"]
+)
+def test_malformed_sidecar(world: World, cli: Callable[..., Any], garbage: bytes) -> None:
+    pkg = signed_numpy(world)
+    sidecar_of(pkg).write_bytes(garbage)
+    check, _ = failure(world, cli, pkg)
+    assert check == "format"
+
+
+def test_oversized_index(world: World, cli: Callable[..., Any]) -> None:
+    pkg = signed_numpy(world)
+    index = world.trust / INDEX_PATH
+    with open(index, "ab") as handle:
+        handle.write(b" " * (16 * 1024 * 1024))
+    check, reason = failure(world, cli, pkg)
+    assert check == "size" and INDEX_PATH in reason
+
+
+@pytest.mark.parametrize("target", ["key_mgr.json", "bin", INDEX_PATH])
+def test_malformed_trust_documents(world: World, cli: Callable[..., Any], target: str) -> None:
+    pkg = signed_numpy(world)
+    path = bin_path(bin_id("numpy", 256)) if target == "bin" else target
+    data = json.loads((world.trust / path).read_bytes())
+    data["signed"]["surprise"] = True
+    (world.trust / path).write_text(json.dumps(data))
+    check, reason = failure(world, cli, pkg)
+    assert check == "format" and path in reason and "surprise" in reason
+
+
+def test_missing_trust_documents(world: World, cli: Callable[..., Any]) -> None:
+    pkg = signed_numpy(world)
+    (world.trust / bin_path(bin_id("numpy", 256))).unlink()
+    check, _ = failure(world, cli, pkg)
+    assert check == "missing"
+
+
+def test_wrong_feedstock_hint(world: World, cli: Callable[..., Any]) -> None:
+    pkg = signed_numpy(world)
+    doc = json.loads(sidecar_of(pkg).read_text())
+    doc["feedstock"] = "scipy"  # not delegated at all
+    sidecar_of(pkg).write_text(json.dumps(doc))
+    check, _ = failure(world, cli, pkg)
+    assert check == "delegation"
+    doc["feedstock"] = "llvmdev"  # delegated, but not with this key
+    sidecar_of(pkg).write_text(json.dumps(doc))
+    check, _ = failure(world, cli, pkg)
+    assert check == "signature"
+
+
+def test_environment_is_restored() -> None:
+    # The helpers set CF_SIGN_KEY only while signing.
+    import os
+
+    with environ({"CF_SIGN_KEY": "x"}):
+        assert os.environ["CF_SIGN_KEY"] == "x"
+    assert "CF_SIGN_KEY" not in os.environ or os.environ["CF_SIGN_KEY"] != "x"
+    assert run("--version") == 0
