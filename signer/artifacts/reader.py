@@ -13,7 +13,6 @@ import os
 import posixpath
 import tarfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +38,28 @@ def parse_filename(filename: str) -> tuple[str, str, str, str]:
     return parts[0], parts[1], parts[2], ext
 
 
-@dataclass(frozen=True)
 class ArtifactInfo:
-    path: Path
-    filename: str
-    format: str  # "conda" | "tar.bz2"
-    index: dict[str, Any]
-    sha256: str
-    size: int
-    md5: str | None = None
+    """What was read from one artifact file (a plain class: start-up cost matters here)."""
+
+    __slots__ = ("filename", "format", "index", "md5", "path", "sha256", "size")
+
+    def __init__(
+        self,
+        path: Path,
+        filename: str,
+        format: str,  # "conda" | "tar.bz2"
+        index: dict[str, Any],
+        sha256: str,
+        size: int,
+        md5: str | None = None,
+    ) -> None:
+        self.path = path
+        self.filename = filename
+        self.format = format
+        self.index = index
+        self.sha256 = sha256
+        self.size = size
+        self.md5 = md5
 
     @property
     def name(self) -> str:

@@ -22,6 +22,25 @@ GROUPS = (
     "signer.cli.demo_cmd",
 )
 
+# Top-level command -> its group, so a run builds only the parser it needs.
+COMMAND_GROUP = {
+    "keys": "signer.cli.keys_cmd",
+    "root": "signer.cli.metadata_cmd",
+    "key-mgr": "signer.cli.metadata_cmd",
+    "pkg-mgr": "signer.cli.metadata_cmd",
+    "metadata": "signer.cli.metadata_cmd",
+    "repodata": "signer.cli.repodata_cmd",
+    "delegations": "signer.cli.feedstock_cmd",
+    "sign": "signer.cli.feedstock_cmd",
+    "verify": "signer.cli.feedstock_cmd",
+    "feedstock": "signer.cli.feedstock_cmd",
+    "serve": "signer.cli.service_cmd",
+    "db": "signer.cli.service_cmd",
+    "service": "signer.cli.service_cmd",
+    "submit": "signer.cli.service_cmd",
+    "demo": "signer.cli.demo_cmd",
+}
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
@@ -30,12 +49,14 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(2)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser, or only `command`'s group when it is known (faster start-up)."""
     parser = _Parser(prog="cf-sign", description="Content trust for conda-forge.")
     parser.add_argument("--version", action="version", version="cf-sign 0.1.0")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in GROUPS:
+    group = COMMAND_GROUP.get(command or "")
+    for name in (group,) if group else GROUPS:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -49,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     from signer.trust.errors import FormatError, VerificationError
 
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     try:
         code = args.handler(args)

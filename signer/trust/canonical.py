@@ -12,9 +12,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import orjson
+_orjson: Any = None  # imported on first use: small documents never need it
 
-_ORJSON_OPTS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+
+def _load_orjson() -> Any:
+    global _orjson
+    import orjson
+
+    _orjson = orjson
+    return orjson
 
 
 def _float_free(value: Any) -> bool:
@@ -28,20 +34,25 @@ def _float_free(value: Any) -> bool:
     return True
 
 
-def canonical_bytes_reference(obj: Any) -> bytes:
-    """The reference serialisation (what conda-content-trust signs)."""
+def canonical_bytes(obj: Any) -> bytes:
+    """Canonical bytes of a trust document (the reference path: no orjson import).
+
+    orjson's import pulls in `dataclasses` and `inspect`, more than a small document's
+    serialisation costs; bulk work (repodata records) uses `canonical_bytes_fast`.
+    """
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True).encode("utf-8")
 
 
-def canonical_bytes(obj: Any) -> bytes:
-    """Canonical bytes of `obj`, identical to `canonical_bytes_reference`."""
+def canonical_bytes_fast(obj: Any) -> bytes:
+    """Canonical bytes of `obj`, identical to `canonical_bytes`, via orjson."""
     if _float_free(obj):
+        orjson = _orjson or _load_orjson()
         try:
-            out = orjson.dumps(obj, option=_ORJSON_OPTS)
+            out = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
         except TypeError:  # ints beyond 64 bits, non-str keys
             pass
         else:
             # json escapes DEL (0x7f) even though it is ASCII; orjson does not.
             if out.isascii() and b"\x7f" not in out:
-                return out
-    return canonical_bytes_reference(obj)
+                return bytes(out)
+    return canonical_bytes(obj)

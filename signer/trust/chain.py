@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from signer.trust.errors import ExpiredError, VerificationError
 from signer.trust.metadata import DelegatingMetadata, Root, SignedMetadata
@@ -11,8 +11,7 @@ from signer.trust.threshold import ThresholdResult, verify_threshold
 from signer.trust.timefmt import DEFAULT_CLOCK_SKEW
 
 
-@dataclass(frozen=True)
-class RootUpdate:
+class RootUpdate(NamedTuple):
     """A verified step of the chain: what each threshold counted."""
 
     version: int

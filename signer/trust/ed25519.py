@@ -12,21 +12,22 @@ import hashlib
 import struct
 from collections.abc import Callable
 
-from nacl import bindings as _nacl
-from nacl.exceptions import BadSignatureError
+# PyNaCl's compiled module directly: `nacl.bindings` costs ~5 ms of start-up, and this is
+# on the path of every `cf-sign verify`. libsodium has its own one-time initialisation.
+from nacl._sodium import ffi as _ffi
+from nacl._sodium import lib as _lib
 
-_sign_open = _nacl.crypto_sign_open
+_lib.sodium_init()
 
 
 def verify_raw(public_key: bytes, signature: bytes, message: bytes) -> bool:
     """True when `signature` is a valid ed25519 signature of `message` by `public_key`."""
     if len(public_key) != 32 or len(signature) != 64:
         return False
-    try:
-        _sign_open(signature + message, public_key)
-    except (BadSignatureError, ValueError, TypeError):
-        return False
-    return True
+    signed = signature + message
+    out = _ffi.new("unsigned char[]", len(signed))
+    out_len = _ffi.new("unsigned long long *")
+    return bool(_lib.crypto_sign_open(out, out_len, signed, len(signed), public_key) == 0)
 
 
 def openpgp_digest(message: bytes, other_headers: bytes) -> bytes:
@@ -46,13 +47,17 @@ def verify_openpgp(
 
 def keypair_from_seed(seed: bytes) -> tuple[bytes, bytes]:
     """(public key, libsodium secret key) for a 32-byte seed."""
-    public, secret = _nacl.crypto_sign_seed_keypair(seed)
+    from nacl import bindings
+
+    public, secret = bindings.crypto_sign_seed_keypair(seed)
     return bytes(public), bytes(secret)
 
 
 def sign_raw(secret_key: bytes, message: bytes) -> bytes:
     """Detached ed25519 signature with a libsodium 64-byte secret key."""
-    return bytes(_nacl.crypto_sign(message, secret_key)[:64])
+    from nacl import bindings
+
+    return bytes(bindings.crypto_sign(message, secret_key)[:64])
 
 
 # --- synthesising the OpenPGP part for a raw ed25519 key ---

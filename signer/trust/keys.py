@@ -8,8 +8,7 @@ securesystemslib itself: importing it costs more than a whole `cf-sign verify` m
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from signer.trust.ed25519 import verify_raw
 from signer.trust.errors import FormatError
@@ -36,8 +35,7 @@ def olpc_canonical(value: Any) -> str:
     raise TypeError(f"cannot canonicalise {type(value).__name__}")
 
 
-@dataclass(frozen=True)
-class PublicKey:
+class PublicKey(NamedTuple):
     keytype: str
     scheme: str
     public: str  # 64 hex for ed25519, PEM SubjectPublicKeyInfo for ECDSA

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 from signer.trust.canonical import canonical_bytes
 from signer.trust.errors import FormatError
@@ -78,8 +77,7 @@ def require_str(obj: Mapping[str, Any], key: str, source: str, where: str) -> st
 # --------------------------------------------------------------------------- signatures
 
 
-@dataclass(frozen=True)
-class Signature:
+class Signature(NamedTuple):
     """One entry of `signatures`: raw, or OpenPGP-style when `other_headers` is set."""
 
     signature: str
@@ -133,14 +131,18 @@ def parse_signatures(obj: object, source: str, where: str = "signatures") -> dic
     return out
 
 
-@dataclass
 class Signable:
     """`{"signatures": ..., "signed": ...}` with the canonical bytes of `signed` cached."""
 
-    signed: dict[str, Any]
-    signatures: dict[str, Signature]
-    source: str
-    _canonical: bytes | None = field(default=None, repr=False)
+    __slots__ = ("_canonical", "signatures", "signed", "source")
+
+    def __init__(
+        self, signed: dict[str, Any], signatures: dict[str, Signature], source: str
+    ) -> None:
+        self.signed = signed
+        self.signatures = signatures
+        self.source = source
+        self._canonical: bytes | None = None
 
     @property
     def canonical(self) -> bytes:
@@ -173,8 +175,7 @@ class Signable:
 # --------------------------------------------------------------------------- roles
 
 
-@dataclass(frozen=True)
-class Delegation:
+class Delegation(NamedTuple):
     """Keys (64-hex ed25519 public keys) and how many of them must sign."""
 
     pubkeys: tuple[str, ...]
@@ -209,18 +210,20 @@ _SIGNED_KEYS = {
 }  # fmt: skip
 
 
-@dataclass(frozen=True)
-class DelegatingMetadata:
-    """Common shape of root, key_mgr and pkg_mgr (`signed` part)."""
-
-    ROLE: ClassVar[str] = ""
-    DELEGATES: ClassVar[frozenset[str]] = frozenset()
-
+class _MetadataFields(NamedTuple):
     version: int
     timestamp: str
     expiration: str
     delegations: Mapping[str, Delegation]
     metadata_spec_version: str = SPEC_VERSION
+
+
+class DelegatingMetadata(_MetadataFields):
+    """Common shape of root, key_mgr and pkg_mgr (`signed` part)."""
+
+    __slots__ = ()
+    ROLE: ClassVar[str] = ""
+    DELEGATES: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def expires(self) -> datetime:
@@ -273,6 +276,7 @@ class DelegatingMetadata:
 
 
 class Root(DelegatingMetadata):
+    __slots__ = ()
     ROLE = "root"
     DELEGATES = frozenset({"root", "key_mgr"})
 
@@ -286,6 +290,7 @@ class Root(DelegatingMetadata):
 
 
 class KeyMgr(DelegatingMetadata):
+    __slots__ = ()
     ROLE = "key_mgr"
     DELEGATES = frozenset({"pkg_mgr"})
 
@@ -295,6 +300,7 @@ class KeyMgr(DelegatingMetadata):
 
 
 class PkgMgr(DelegatingMetadata):
+    __slots__ = ()
     ROLE = "pkg_mgr"
     DELEGATES = frozenset()
 
@@ -304,12 +310,14 @@ ROLE_CLASSES: dict[str, type[DelegatingMetadata]] = {
 }
 
 
-@dataclass
 class SignedMetadata:
     """A parsed role with its envelope (signatures and canonical bytes)."""
 
-    meta: DelegatingMetadata
-    envelope: Signable
+    __slots__ = ("envelope", "meta")
+
+    def __init__(self, meta: DelegatingMetadata, envelope: Signable) -> None:
+        self.meta = meta
+        self.envelope = envelope
 
     @property
     def source(self) -> str:

@@ -8,7 +8,6 @@ failure, oversize): nothing is trusted then.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from signer.trust.chain import RootUpdate, check_not_expired, verify_root_self, verify_root_update
@@ -24,12 +23,12 @@ Fetch = Callable[[str, int], bytes | None]
 MAX_CHAIN_STEPS = 1000  # a repository serving endless roots is an attack, not a history
 
 
-@dataclass
 class TrustedRoot:
     """The newest root reached from the anchor, with each verified step."""
 
-    root: SignedMetadata
-    steps: list[RootUpdate] = field(default_factory=list)
+    def __init__(self, root: SignedMetadata, steps: list[RootUpdate] | None = None) -> None:
+        self.root = root
+        self.steps: list[RootUpdate] = steps or []
 
     @property
     def meta(self) -> Root:
@@ -37,10 +36,12 @@ class TrustedRoot:
         return self.root.meta
 
 
-@dataclass
 class TrustedKeyMgr:
-    key_mgr: SignedMetadata
-    result: ThresholdResult
+    """A verified key_mgr and what its threshold counted."""
+
+    def __init__(self, key_mgr: SignedMetadata, result: ThresholdResult) -> None:
+        self.key_mgr = key_mgr
+        self.result = result
 
     @property
     def meta(self) -> KeyMgr:

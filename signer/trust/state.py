@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 from signer.trust.errors import FormatError, RollbackError
@@ -15,6 +14,8 @@ _ROOT = "root.json"
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Temp file, fsync, rename: a reader sees the old file or the new one, never half."""
+    import tempfile  # only writers pay for it; verifiers mostly read
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from signer.trust.ed25519 import verify_openpgp, verify_raw
 from signer.trust.errors import ThresholdError
 from signer.trust.metadata import Delegation, Signature
 
 
-@dataclass(frozen=True)
-class ThresholdResult:
+class ThresholdResult(NamedTuple):
     """Outcome of checking one signature set against one delegation.
 
     signed:  delegated keys whose signature verified (each key counted once)

@@ -10,7 +10,7 @@ from signer.trust.errors import FormatError
 
 Clock = Callable[[], datetime]
 
-_TIME_RE = re.compile(r"\A\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z\Z")
+_TIME_RE = re.compile(r"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z\Z")
 DEFAULT_CLOCK_SKEW = timedelta(seconds=60)
 
 
@@ -29,10 +29,13 @@ def format_time(moment: datetime) -> str:
 
 
 def parse_time(text: object, source: str, field: str) -> datetime:
-    if not isinstance(text, str) or not _TIME_RE.match(text):
+    match = _TIME_RE.match(text) if isinstance(text, str) else None
+    if match is None:
         raise FormatError(source, field, f"expected UTC time YYYY-MM-DDTHH:MM:SSZ, got {text!r}")
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+        # Not strptime: it drags in locale and calendar machinery at start-up.
+        year, month, day, hour, minute, second = map(int, match.groups())
+        return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
     except ValueError as exc:
         raise FormatError(source, field, f"invalid time {text!r}: {exc}") from None
 
