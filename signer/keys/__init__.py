@@ -9,35 +9,65 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from securesystemslib.signer import SIGNER_FOR_URI_SCHEME, Signer, SSlibKey
-
-from signer.keys.local import LOCAL_SIGNERS, _LocalSigner
-from signer.keys.material import ed25519_seed, parse_private_key, private_pem, public_key_of
+from signer.keys.material import (
+    PrivateKey,
+    ed25519_seed,
+    parse_private_key,
+    private_pem,
+    public_key_of,
+    read_key_source,
+)
 from signer.trust import ed25519 as _ed25519
 from signer.trust.errors import FormatError
 from signer.trust.keys import PublicKey
 from signer.trust.metadata import is_public_key_hex
 
 if TYPE_CHECKING:
-    from signer.keys.gpg import GpgKey
+    from securesystemslib.signer import Signer
 
-SIGNER_FOR_URI_SCHEME.update(LOCAL_SIGNERS)
+    from signer.keys.gpg import GpgKey
 
 DEFAULT_PASSPHRASE_ENV = "CF_SIGN_KEY_PASSPHRASE"
 
 
-@dataclass
 class KeyHandle:
-    """A resolved private key: securesystemslib Signer plus fast raw ed25519 signing."""
+    """A resolved private key: securesystemslib Signer plus fast raw ed25519 signing.
 
-    keyref: str
-    signer: Signer
-    public: PublicKey
-    _nacl_secret: bytes | None = None
+    For `file:` and `env:` keys the securesystemslib Signer is made on first use: importing
+    securesystemslib costs ~0.4 s, which channel-layer signing never needs.
+    """
+
+    def __init__(
+        self,
+        keyref: str,
+        public: PublicKey,
+        *,
+        signer: Signer | None = None,
+        private_key: PrivateKey | None = None,
+    ) -> None:
+        self.keyref = keyref
+        self.public = public
+        self._signer = signer
+        self._private_key = private_key
+        seed = ed25519_seed(private_key) if private_key is not None else None
+        self._nacl_secret = _ed25519.keypair_from_seed(seed)[1] if seed is not None else None
+
+    @property
+    def signer(self) -> Signer:
+        if self._signer is None:
+            from securesystemslib.signer import SSlibKey
+
+            from signer.keys.local import EnvSigner, FileSigner
+
+            assert self._private_key is not None
+            cls = EnvSigner if self.keyref.startswith("env:") else FileSigner
+            pub = self.public
+            sslib = SSlibKey(pub.keyid, pub.keytype, pub.scheme, {"public": pub.public})
+            self._signer = cls(self._private_key, sslib)
+        return self._signer
 
     @property
     def keyid(self) -> str:
@@ -77,16 +107,23 @@ def resolve_keyref(
         from signer.keys.gpg import load_gpg_key
 
         return load_gpg_key(keyref)
-    cls = SIGNER_FOR_URI_SCHEME.get(scheme)
-    if cls is None:
-        raise FormatError(keyref, "", f"unsupported key scheme {scheme!r}")
     handler = _passphrase_handler(passphrase_env)
-    if isinstance(cls, type) and issubclass(cls, _LocalSigner):
-        local = cls.load(keyref, handler)
-        pub = public_key_of(local.private_key)
-        seed = ed25519_seed(local.private_key)
-        secret = _ed25519.keypair_from_seed(seed)[1] if seed is not None else None
-        return KeyHandle(keyref, local, pub, secret)
+    if scheme in ("file", "env"):
+        location = keyref[len(scheme) + 1 :]
+        if not location:
+            raise FormatError(keyref, "", f"expected {scheme}:LOCATION")
+        data, described = read_key_source(scheme, location)
+        passphrase = handler("passphrase").encode("utf-8") if b"ENCRYPTED" in data else None
+        key = parse_private_key(data, described, passphrase)
+        return KeyHandle(keyref, public_key_of(key), private_key=key)
+    from securesystemslib.signer import SIGNER_FOR_URI_SCHEME, Signer, SSlibKey
+
+    from signer.keys.local import LOCAL_SIGNERS
+
+    assert set(LOCAL_SIGNERS) <= set(SIGNER_FOR_URI_SCHEME)  # file:/env: registered too
+
+    if scheme not in SIGNER_FOR_URI_SCHEME:
+        raise FormatError(keyref, "", f"unsupported key scheme {scheme!r}")
     if public is None:
         raise FormatError(keyref, "", "this key scheme needs the public key (--public-key)")
     sslib = SSlibKey(public.keyid, public.keytype, public.scheme, {"public": public.public})
@@ -96,7 +133,7 @@ def resolve_keyref(
         raise
     except Exception as exc:  # backend errors (network, token, agent) vary by backend
         raise FormatError(keyref, "", f"cannot load signer: {exc}") from None
-    return KeyHandle(keyref, signer, public)
+    return KeyHandle(keyref, public, signer=signer)
 
 
 def load_public_key(arg: str) -> PublicKey:

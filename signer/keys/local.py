@@ -7,10 +7,10 @@ The secret's value is never put in a message, a log or an exception.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from securesystemslib.signer import (
+    SIGNER_FOR_URI_SCHEME,
     CryptoSigner,
     Key,
     SecretsHandler,
@@ -19,7 +19,7 @@ from securesystemslib.signer import (
     SSlibKey,
 )
 
-from signer.keys.material import MAX_KEY_FILE, PrivateKey, parse_private_key, public_key_of
+from signer.keys.material import PrivateKey, parse_private_key, public_key_of, read_key_source
 from signer.trust.errors import FormatError
 
 PASSPHRASE_SECRET = "passphrase"
@@ -83,16 +83,7 @@ class FileSigner(_LocalSigner):
 
     @classmethod
     def _read(cls, location: str) -> bytes:
-        try:
-            with open(location, "rb") as handle:
-                data = handle.read(MAX_KEY_FILE + 1)
-        except FileNotFoundError:
-            raise FormatError(location, "", "key file not found") from None
-        except OSError as exc:
-            raise FormatError(location, "", f"cannot read key file: {exc.strerror}") from None
-        if len(data) > MAX_KEY_FILE:
-            raise FormatError(location, "", "key file too large")
-        return data
+        return read_key_source(cls.SCHEME, location)[0]
 
     @classmethod
     def _describe(cls, location: str) -> str:
@@ -104,11 +95,8 @@ class EnvSigner(_LocalSigner):
 
     @classmethod
     def _read(cls, location: str) -> bytes:
-        value = os.environ.get(location)
-        if not value:
-            raise FormatError(f"env:{location}", "", "environment variable is not set or empty")
-        # CI systems often store multi-line secrets with literal "\n".
-        return value.replace("\\n", "\n").encode("utf-8")
+        return read_key_source(cls.SCHEME, location)[0]
 
 
 LOCAL_SIGNERS: dict[str, Any] = {FileSigner.SCHEME: FileSigner, EnvSigner.SCHEME: EnvSigner}
+SIGNER_FOR_URI_SCHEME.update(LOCAL_SIGNERS)

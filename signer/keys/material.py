@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 from cryptography.hazmat.primitives import serialization
@@ -14,6 +15,26 @@ PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 _SEED_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 MAX_KEY_FILE = 64 * 1024
+
+
+def read_key_source(scheme: str, location: str) -> tuple[bytes, str]:
+    """(key bytes, how to name the source in messages) for `file:` and `env:` KEYREFs."""
+    if scheme == "env":
+        value = os.environ.get(location)
+        if not value:
+            raise FormatError(f"env:{location}", "", "environment variable is not set or empty")
+        # CI systems often store multi-line secrets with literal "\n".
+        return value.replace("\\n", "\n").encode("utf-8"), f"env:{location}"
+    try:
+        with open(location, "rb") as handle:
+            data = handle.read(MAX_KEY_FILE + 1)
+    except FileNotFoundError:
+        raise FormatError(location, "", "key file not found") from None
+    except OSError as exc:
+        raise FormatError(location, "", f"cannot read key file: {exc.strerror}") from None
+    if len(data) > MAX_KEY_FILE:
+        raise FormatError(location, "", "key file too large")
+    return data, location
 
 
 def parse_private_key(data: bytes, source: str, passphrase: bytes | None) -> PrivateKey:

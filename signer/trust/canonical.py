@@ -25,12 +25,20 @@ def _load_orjson() -> Any:
 
 def _float_free(value: Any) -> bool:
     # orjson formats floats differently (1e-05 vs 1e-5) and maps NaN to null.
-    if isinstance(value, float):
-        return False
-    if isinstance(value, dict):
-        return all(_float_free(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_float_free(v) for v in value)
+    # Exact type checks, since this runs once per repodata record.
+    kind = type(value)
+    if kind is dict:
+        items = value.values()
+    elif kind is list:
+        items = value
+    else:
+        return kind is not float
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is int or item is None or kind is bool:
+            continue
+        if kind is float or not _float_free(item):
+            return False
     return True
 
 

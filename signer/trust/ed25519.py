@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import threading
 from collections.abc import Callable
 
 # PyNaCl's compiled module directly: `nacl.bindings` costs ~5 ms of start-up, and this is
@@ -25,9 +26,19 @@ def verify_raw(public_key: bytes, signature: bytes, message: bytes) -> bool:
     if len(public_key) != 32 or len(signature) != 64:
         return False
     signed = signature + message
-    out = _ffi.new("unsigned char[]", len(signed))
-    out_len = _ffi.new("unsigned long long *")
+    out, out_len = _open_buffers(len(signed))
     return bool(_lib.crypto_sign_open(out, out_len, signed, len(signed), public_key) == 0)
+
+
+_buffers = threading.local()  # libsodium writes the opened message somewhere: reuse it
+
+
+def _open_buffers(size: int) -> tuple[object, object]:
+    buffer = getattr(_buffers, "out", None)
+    if buffer is None or len(buffer) < size:
+        buffer = _buffers.out = _ffi.new("unsigned char[]", max(size, 1 << 16))
+        _buffers.out_len = _ffi.new("unsigned long long *")
+    return buffer, _buffers.out_len
 
 
 def openpgp_digest(message: bytes, other_headers: bytes) -> bytes:

@@ -23,6 +23,10 @@ class FormatError(TrustError):
         where = f"{source}: {field}" if field else source
         super().__init__(f"{where}: {reason}")
 
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        # Picklable, so errors raised in worker processes reach the parent intact.
+        return (type(self), (self.source, self.field, self.reason))
+
 
 class VerificationError(TrustError):
     """A check of section 4 failed: `check` names it (signature, expiry, rollback, ...)."""
@@ -32,6 +36,9 @@ class VerificationError(TrustError):
         self.check = check
         self.reason = reason
         super().__init__(f"{subject}: {check}: {reason}")
+
+    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
+        return (VerificationError, (self.subject, self.check, self.reason))
 
 
 class ExpiredError(VerificationError):

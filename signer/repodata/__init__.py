@@ -1,0 +1,1 @@
+"""The channel layer over repodata.json: indexing, signing and verifying records."""

@@ -1,0 +1,105 @@
+"""repodata.json as raw record slices: one fast scan, records parsed where they are used.
+
+A conda-forge subdir is 150-200 MB. msgspec finds every record's byte span without
+building Python objects, so the forked workers that verify or sign a share of the records
+also parse that share. Records are never re-serialised: a signed repodata keeps each
+record's bytes exactly as they were served.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import msgspec
+import orjson
+
+from signer.trust.errors import FormatError
+
+SECTIONS = ("packages", "packages.conda")
+MAX_REPODATA = 4 * 1024 * 1024 * 1024
+
+_RawMap = dict[str, msgspec.Raw]
+
+
+class RawRecord(NamedTuple):
+    section: str
+    filename: str
+    raw: msgspec.Raw
+
+
+class SplitRepodata:
+    """Top-level members as raw JSON, records as raw slices, signatures as raw per file."""
+
+    def __init__(self, source: str, top: _RawMap, records: list[RawRecord],
+                 signatures: _RawMap) -> None:  # fmt: skip
+        self.source = source
+        self.top = top
+        self.records = records
+        self.signatures = signatures
+
+    @property
+    def subdir(self) -> str:
+        raw = self.top.get("info")
+        info = orjson.loads(bytes(raw)) if raw is not None else None
+        subdir = info.get("subdir") if isinstance(info, dict) else None
+        return subdir if isinstance(subdir, str) and subdir else "unknown"
+
+    def to_bytes(self, signatures: dict[str, Any]) -> bytes:
+        """The document with `signatures` replaced; every other member byte-identical."""
+        members = {k: bytes(v) for k, v in self.top.items() if k != "signatures"}
+        members["signatures"] = orjson.dumps(signatures, option=orjson.OPT_SORT_KEYS)
+        body = b",\n".join(orjson.dumps(k) + b": " + members[k] for k in sorted(members))
+        return b"{\n" + body + b"\n}\n"
+
+
+def _decode_map(raw: bytes | msgspec.Raw, source: str, field: str) -> _RawMap:
+    try:
+        return msgspec.json.decode(raw, type=_RawMap)
+    except msgspec.ValidationError:
+        raise FormatError(source, field, "expected a JSON object") from None
+    except msgspec.DecodeError as exc:
+        reason = str(exc)
+        if "truncated" in reason:
+            reason = "truncated JSON"
+        raise FormatError(source, field, f"malformed or truncated JSON: {reason}") from None
+
+
+def read_repodata(path: Path) -> SplitRepodata:
+    """Scan a repodata.json named by the user; FormatError (exit 2) on any problem."""
+    source = str(path)
+    try:
+        if path.stat().st_size > MAX_REPODATA:
+            raise FormatError(source, "", f"larger than the {MAX_REPODATA}-byte cap")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FormatError(source, "", "no such file") from None
+    except IsADirectoryError:
+        raise FormatError(source, "", "is a directory") from None
+    except OSError as exc:
+        raise FormatError(source, "", f"cannot read: {exc.strerror}") from None
+    top = _decode_map(data, source, "(top level)")
+    records: list[RawRecord] = []
+    for section in SECTIONS:
+        if section in top:
+            for filename, raw in _decode_map(top[section], source, section).items():
+                records.append(RawRecord(section, filename, raw))
+    signatures = _decode_map(top["signatures"], source, "signatures") if "signatures" in top else {}
+    return SplitRepodata(source, top, records, signatures)
+
+
+def parse_record(item: RawRecord, source: str) -> dict[str, Any]:
+    try:
+        record = orjson.loads(bytes(item.raw))
+    except orjson.JSONDecodeError:  # e.g. integers beyond 64 bits: the reference parser
+        record = json.loads(bytes(item.raw))
+    if not isinstance(record, dict):
+        raise FormatError(source, f"{item.section}.{item.filename}", "record is not an object")
+    return record
+
+
+def iter_records(split: SplitRepodata) -> Iterator[tuple[str, dict[str, Any]]]:
+    for item in split.records:
+        yield item.filename, parse_record(item, split.source)

@@ -1,0 +1,179 @@
+"""Verifying every record of a repodata against the pkg_mgr delegation (rule 5).
+
+Only full-record (conda profile) signatures count toward the threshold. A record with no
+valid conda-profile signature is checked against the mamba subset too, so the report can
+tell "signed for mamba only" from "bad signature". File names are checked against each
+record's name/version/build and reported separately from signature validity.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import orjson
+
+from signer.repodata.document import SplitRepodata, parse_record
+from signer.repodata.parallel import map_ranges
+from signer.repodata.profiles import conda_message, mamba_message
+from signer.trust.ed25519 import verify_raw
+from signer.trust.metadata import Delegation
+
+_SIG_HEX = re.compile(r"\A[0-9a-f]{128}\Z")
+
+
+class Failure(NamedTuple):
+    filename: str
+    check: str  # "signature" | "unsigned" | "file-name"
+    reason: str
+
+
+class RangeResult(NamedTuple):
+    valid: int
+    invalid: int
+    unsigned: int
+    mamba_only: int
+    mamba_valid: int
+    mismatches: int
+    failures: list[Failure]
+
+
+class RepodataReport(NamedTuple):
+    """Counts over the whole repodata, and every failure."""
+
+    records: int
+    valid: int
+    invalid: int
+    unsigned: int
+    mamba_only: int
+    mamba_valid: int  # valid mamba-profile signatures seen (checked ones only)
+    mismatches: int
+    failures: list[Failure]
+
+    def ok(self, allow_unsigned: bool = False) -> bool:
+        unsigned_ok = allow_unsigned or self.unsigned == 0
+        return self.invalid == 0 and self.mamba_only == 0 and self.mismatches == 0 and unsigned_ok
+
+
+def file_name_problem(filename: str, record: dict[str, Any]) -> str | None:
+    """Why the file name disagrees with the record's name/version/build, or None."""
+    if filename.endswith(".conda"):
+        parts = filename[:-6].rsplit("-", 2)
+    elif filename.endswith(".tar.bz2"):
+        parts = filename[:-8].rsplit("-", 2)
+    else:
+        parts = []
+    if len(parts) != 3:
+        return "file name is not name-version-build.conda|.tar.bz2"
+    name, version, build = parts
+    if (
+        record.get("name") == name
+        and record.get("version") == version
+        and (record.get("build") == build)
+    ):
+        return None
+    for field, in_name in (("name", name), ("version", version), ("build", build)):
+        if record.get(field) != in_name:
+            return f"{field} {in_name!r} in the file name but {record.get(field)!r} in the record"
+    return None
+
+
+def _decode(entry: object) -> bytes | None:
+    sig = entry.get("signature") if isinstance(entry, dict) else None
+    if not isinstance(sig, str) or not _SIG_HEX.match(sig):
+        return None
+    return bytes.fromhex(sig)
+
+
+_Key = tuple[str, bytes]
+
+
+class _RecordCheck(NamedTuple):
+    counted: int  # valid full-record signatures by delegated keys
+    mamba_valid: int  # valid mamba-subset signatures among the rest (when checked)
+    failed: list[str]  # delegated keys whose signature did not verify over the full record
+
+
+def _check_record(
+    record: dict[str, Any], sigs: dict[str, Any], order: list[_Key], threshold: int,
+    check_mamba: bool,
+) -> _RecordCheck:  # fmt: skip
+    message = conda_message(record)
+    counted = 0
+    failed: list[tuple[str, bytes, bytes | None]] = []
+    for position, (hexkey, public) in enumerate(order):
+        if hexkey not in sigs:
+            continue
+        sig = _decode(sigs[hexkey])
+        if sig is not None and verify_raw(public, sig, message):
+            counted += 1
+            if position:  # try the key that signs this channel's full records first
+                order.insert(0, order.pop(position))
+            if counted >= threshold and not check_mamba:
+                return _RecordCheck(counted, 0, [])
+        else:
+            failed.append((hexkey, public, sig))
+    subset = mamba_message(record) if failed else b""
+    mamba_valid = sum(1 for _, public, sig in failed
+                      if sig is not None and verify_raw(public, sig, subset))  # fmt: skip
+    return _RecordCheck(counted, mamba_valid, [k for k, _, _ in failed])
+
+
+def verify_repodata(
+    split: SplitRepodata,
+    pkg_mgr: Delegation,
+    *,
+    jobs: int = 1,
+    check_mamba: bool = False,
+    on_progress: Callable[[int], None] | None = None,
+) -> RepodataReport:
+    records = split.records
+    raw_signatures = split.signatures
+    keys = [(k, bytes.fromhex(k)) for k in pkg_mgr.pubkeys]
+    threshold = pkg_mgr.threshold
+
+    def verify_range(start: int, end: int) -> RangeResult:
+        valid = invalid = unsigned = mamba_only = mamba_valid = mismatches = 0
+        failures: list[Failure] = []
+        order = list(keys)
+        for item in records[start:end]:
+            filename = item.filename
+            record = parse_record(item, split.source)
+            problem = file_name_problem(filename, record)
+            if problem is not None:
+                mismatches += 1
+                failures.append(Failure(filename, "file-name", problem))
+            raw_sigs = raw_signatures.get(filename)
+            sigs = orjson.loads(bytes(raw_sigs)) if raw_sigs is not None else None
+            if not isinstance(sigs, dict) or not any(k in sigs for k, _ in keys):
+                unsigned += 1
+                failures.append(Failure(filename, "unsigned", "no signature by a pkg_mgr key"))
+                continue
+            check = _check_record(record, sigs, order, threshold, check_mamba)
+            mamba_valid += check.mamba_valid
+            if check.counted >= threshold:
+                valid += 1
+            elif check.mamba_valid:
+                mamba_only += 1
+                why = f"only mamba-profile signatures ({check.counted} of {threshold} full-record)"
+                failures.append(Failure(filename, "signature", why))
+            else:
+                invalid += 1
+                bad = ", ".join(k[:8] + "…" for k in check.failed)
+                why = f"bad signature by {bad} ({check.counted} of {threshold} valid)"
+                failures.append(Failure(filename, "signature", why))
+        return RangeResult(valid, invalid, unsigned, mamba_only, mamba_valid, mismatches, failures)
+
+    parts = map_ranges(verify_range, len(records), jobs, on_chunk=on_progress)
+    failures = [f for part in parts for f in part.failures]
+    return RepodataReport(
+        len(records),
+        sum(p.valid for p in parts),
+        sum(p.invalid for p in parts),
+        sum(p.unsigned for p in parts),
+        sum(p.mamba_only for p in parts),
+        sum(p.mamba_valid for p in parts),
+        sum(p.mismatches for p in parts),
+        failures,
+    )

@@ -1,0 +1,186 @@
+"""Repodata signing and verification: the vectors, both profiles, and the failure paths."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from signer.ceremony.devrepo import DevTrustRepo
+from signer.repodata.document import read_repodata
+from signer.repodata.profiles import mamba_message, mamba_subset
+from signer.repodata.verify import verify_repodata
+from signer.trust import KeyMgr, parse_metadata
+from tests.conftest import VECTORS, CliResult
+
+CCT = VECTORS / "conda-content-trust"
+Cli = Callable[..., CliResult]
+
+
+def vector_pkg_mgr() -> Any:
+    meta = parse_metadata((CCT / "key_mgr_verify.json").read_bytes(), "key_mgr_verify.json").meta
+    assert isinstance(meta, KeyMgr)
+    return meta.pkg_mgr_keys
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_vector_repodata_judged_as_stated(jobs: int) -> None:
+    report = verify_repodata(read_repodata(CCT / "repodata.json"), vector_pkg_mgr(), jobs=jobs)
+    by_file: dict[str, set[str]] = {}
+    for failure in report.failures:
+        by_file.setdefault(failure.filename, set()).add(failure.check)
+    assert report.records == 5 and report.valid == 3
+    assert report.invalid == 1 and report.unsigned == 1
+    assert by_file["broken-0.0.1-broken.tar.bz2"] >= {"signature"}
+    assert by_file["broken-0.0.1-broken.conda"] >= {"unsigned"}
+    # first/second/third verify but their names do not follow name-version-build.
+    for name in ("first.tar.bz2", "second.conda", "third.conda"):
+        assert by_file[name] == {"file-name"}
+    assert report.mismatches == 5  # the broken records' builds differ from their names too
+
+
+def test_mamba_subset_exact() -> None:
+    record = {
+        "build": "h1_0", "build_number": 0, "depends": ["a"], "license": "MIT",
+        "license_family": "MIT", "md5": "m", "name": "x", "sha256": "s", "size": 10,
+        "subdir": "linux-64", "timestamp": 1700000000123, "version": "1", "constrains": [],
+        "track_features": "", "noarch": "python",
+    }  # fmt: skip
+    expected = (
+        '{\n  "build": "h1_0",\n  "build_number": 0,\n  "depends": [\n    "a"\n  ],\n'
+        '  "license": "MIT",\n  "md5": "m",\n  "name": "x",\n  "noarch": "python",\n'
+        '  "sha256": "s",\n  "size": 10,\n  "subdir": "linux-64",\n'
+        '  "timestamp": 1700000000,\n  "version": "1"\n}'
+    )
+    assert mamba_message(record).decode() == expected
+    assert mamba_subset({**record, "constrains": ["b <2"]})["constrains"] == ["b <2"]
+    assert mamba_subset({"timestamp": 1234})["timestamp"] == 1234  # already seconds
+
+
+def _sample(tmp_path: Path) -> Path:
+    target = tmp_path / "repodata.json"
+    target.write_bytes((CCT / "repodata_sample.json").read_bytes())
+    return target
+
+
+def _verify(cli: Cli, repo: DevTrustRepo, path: Path, *extra: object) -> CliResult:
+    return cli("repodata", "verify", path, "--trust", repo.trust_dir, "--root", repo.root_file,
+               *extra)  # fmt: skip
+
+
+def test_sign_and_verify_with_dev_repo(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
+    path = _sample(tmp_path)
+    signed = cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr"),
+                 "--mamba-key", dev_repo.keyref("pkg_mgr_mamba"))  # fmt: skip
+    assert signed.code == 0, signed.err
+    doc = json.loads(path.read_text())
+    assert all(len(sigs) == 2 for sigs in doc["signatures"].values())
+    result = _verify(cli, dev_repo, path, "--json", "--mamba")
+    report = json.loads(result.out)
+    # The sample's file names do not follow name-version-build: signatures are all valid,
+    # and the mismatches are what fails the run.
+    assert report["valid"] == report["records"] > 0
+    assert report["mamba_valid_signatures"] == report["records"]
+    assert report["invalid"] == report["unsigned"] == 0
+    assert result.code == (0 if report["file_name_mismatches"] == 0 else 1)
+
+
+def _channel(tmp_path: Path, cli: Cli) -> Path:
+    from signer.artifacts.build import build_package
+
+    sub = tmp_path / "linux-64"
+    build_package(sub, "a", "1.0", "h0_0", subdir="linux-64", fmt="conda")
+    build_package(sub, "b", "2.0", "h0_0", subdir="linux-64", fmt="tar.bz2", depends=["a"])
+    out = tmp_path / "repodata.json"
+    assert cli("repodata", "index", sub, "-o", out).code == 0
+    return out
+
+
+def test_channel_round_trip_and_tamper(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
+    path = _channel(tmp_path, cli)
+    assert cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr")).code == 0
+    ok = _verify(cli, dev_repo, path)
+    assert ok.code == 0, ok.out + ok.err
+    assert "OK: every record is validly signed" in ok.out
+    doc = json.loads(path.read_text())
+    doc["packages.conda"]["a-1.0-h0_0.conda"]["depends"] = ["evil"]
+    path.write_text(json.dumps(doc))
+    bad = _verify(cli, dev_repo, path)
+    assert bad.code == 1
+    assert "FAIL linux-64/a-1.0-h0_0.conda: signature: bad signature" in bad.out
+
+
+def test_mamba_only_signature_does_not_count(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
+    path = _channel(tmp_path, cli)
+    cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr"),
+        "--mamba-key", dev_repo.keyref("pkg_mgr_mamba"))  # fmt: skip
+    doc = json.loads(path.read_text())
+    conda_key = dev_repo.pkg_mgr_key.public_key_hex  # type: ignore[union-attr]
+    doc["signatures"]["b-2.0-h0_0.tar.bz2"].pop(conda_key)
+    path.write_text(json.dumps(doc))
+    result = _verify(cli, dev_repo, path, "--json")
+    report = json.loads(result.out)
+    assert result.code == 1 and report["mamba_only"] == 1 and report["valid"] == 1
+
+
+def test_unsigned_fails_unless_allowed(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
+    path = _channel(tmp_path, cli)
+    result = _verify(cli, dev_repo, path)
+    assert result.code == 1 and "unsigned" in result.out
+    assert _verify(cli, dev_repo, path, "--allow-unsigned").code == 0
+
+
+def test_expired_key_mgr_and_wrong_trust(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
+    path = _channel(tmp_path, cli)
+    cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr"))
+    late = _verify(cli, dev_repo, path, "--at", "2099-01-01T00:00:00Z")
+    assert late.code == 1 and "expired" in late.err
+    empty = tmp_path / "empty-trust"
+    empty.mkdir()
+    wrong = cli("repodata", "verify", path, "--trust", empty, "--root", dev_repo.root_file)
+    assert wrong.code == 1 and "key_mgr.json" in wrong.err
+
+
+def test_signed_by_key_outside_delegation(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
+    path = _channel(tmp_path, cli)
+    cli("repodata", "sign", path, "--key", dev_repo.keyref("key_mgr"))  # not a pkg_mgr key
+    result = _verify(cli, dev_repo, path)
+    assert result.code == 1 and "unsigned" in result.out
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        (b'{"packages": {"a.conda": {"name": "a"', "truncated"),
+        (b"[]", "expected a JSON object"),
+        (b'{"packages": []}', "packages"),
+        (b'{"packages": {"a-1-0.tar.bz2": 3}}', "record is not an object"),
+        (b'{"packages": {}} trailing', "malformed"),
+        (b'{"signatures": 3}', "signatures"),
+    ],
+)
+def test_bad_repodata_exit_2_nothing_written(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path,
+                                             content: bytes, needle: str) -> None:
+    path = tmp_path / "repodata.json"
+    path.write_bytes(content)
+    sign = cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr"))
+    assert sign.code == 2 and needle in sign.err and str(path) in sign.err
+    assert sign.err.count("\n") == 1
+    assert path.read_bytes() == content
+    assert [n for n in os.listdir(tmp_path) if n.startswith(".")] == []  # no temp file left
+    verify = _verify(cli, dev_repo, path)
+    assert verify.code == 2 and needle in verify.err
+
+
+def test_missing_file_and_output_option(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
+    assert cli("repodata", "sign", tmp_path / "nope.json", "--key", dev_repo.keyref("pkg_mgr")).code == 2
+    assert _verify(cli, dev_repo, tmp_path / "nope.json").code == 2
+    path = _channel(tmp_path, cli)
+    before = path.read_bytes()
+    out = tmp_path / "signed.json"
+    assert cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr"), "-o", out).code == 0
+    assert path.read_bytes() == before and "signatures" in json.loads(out.read_text())
