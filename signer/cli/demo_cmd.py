@@ -7,7 +7,11 @@ key_mgr and pkg_mgr, real packages, repodata indexed, signed and verified.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 MARKER = ".cf-sign-demo"
@@ -15,8 +19,12 @@ MARKER = ".cf-sign-demo"
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     demo = sub.add_parser("demo", help="run the main job end to end on local dev defaults")
-    demo.add_argument("--dir", type=Path, default=Path("cf-sign-demo"),
-                      help="working directory (recreated on each run; default ./cf-sign-demo)")
+    demo.add_argument(
+        "--dir",
+        type=Path,
+        default=Path("cf-sign-demo"),
+        help="working directory (recreated on each run; default ./cf-sign-demo)",
+    )
     demo.set_defaults(handler=run_demo)
 
 
@@ -85,5 +93,58 @@ def run_demo(args: argparse.Namespace) -> int:
     _run("repodata", "verify", repodata, "--trust", repo.trust_dir, "--root", root_file,
          "--state-dir", base / "state")  # fmt: skip
 
+    _step("4. Feedstock layer: provision, delegate, sign in a simulated CI run, verify")
+    keys = base / "feedstock-keys"
+    _run("feedstock", "provision", "demo-lib", "--dir", keys, "--output", "demo-lib")
+    _run("feedstock", "provision", "demo-app", "--dir", keys, "--output", "demo-app")
+    source = base / "delegations.json"
+    source.write_text(json.dumps({
+        "demo-lib": {"keys": ["feedstock-keys/demo-lib.pub"], "outputs": ["demo-lib"]},
+        "demo-app": {"keys": ["feedstock-keys/demo-app.pub"], "outputs": ["demo-app"]},
+    }, indent=2))  # fmt: skip
+    print(f"wrote {source}")
+    _run("delegations", "publish", source, "--trust", repo.trust_dir,
+         "--key", repo.keyref("key_mgr"))  # fmt: skip
+    ci_env = {"CF_SIGN_KEY": (keys / "demo-lib.ci-secret").read_text().strip(),
+              "FEEDSTOCK_NAME": "demo-lib-feedstock", "CI": "github_actions"}  # fmt: skip
+    libs = [p for p in built if p.name.startswith("demo-lib-")]
+    with _environment(ci_env):
+        print("(CI secret CF_SIGN_KEY set for demo-lib's build)")
+        _run("sign", *libs, "--feedstock", "demo-lib", "--key", "env:CF_SIGN_KEY",
+             "--trust", repo.trust_dir, "--root", root_file, "--state-dir", base / "state")  # fmt: skip
+    state = ("--state-dir", base / "state")
+    _run("verify", *libs, "--trust", repo.trust_dir, "--root", root_file, *state)
+
+    _step("5. An attack: demo-lib's key signs demo-app's package (it must fail)")
+    app = next(p for p in built if p.name.startswith("demo-app-") and p.name.endswith(".conda"))
+    with _environment(ci_env):
+        _run("sign", app, "--feedstock", "demo-lib", "--key", "env:CF_SIGN_KEY")
+    _run_expect_failure("verify", app, "--trust", repo.trust_dir, "--root", root_file, *state)
+
     print(f"\nDone. Everything is under {base}/ (dev keys are unencrypted: demo only).")
     return 0
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def _run_expect_failure(*args: object) -> None:
+    from signer.cli.main import main
+
+    argv = [str(a) for a in args]
+    print(f"$ cf-sign {' '.join(argv)}")
+    code = main(argv)
+    if code != 1:
+        raise SystemExit(f"demo: expected this verification to fail, got exit {code}")
+    print("(refused, as it must be)")
