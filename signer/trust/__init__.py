@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from signer.trust.attestation import AttestationResult, verify_sidecar
     from signer.trust.canonical import canonical_bytes
     from signer.trust.chain import (
         RootUpdate,
@@ -25,6 +26,14 @@ if TYPE_CHECKING:
         ThresholdError,
         TrustError,
         VerificationError,
+    )
+    from signer.trust.feedstocks import (
+        FeedstockBin,
+        FeedstockDelegation,
+        FeedstocksIndex,
+        bin_id,
+        resolve_feedstock,
+        verify_feedstock_delegation,
     )
     from signer.trust.keys import PublicKey
     from signer.trust.metadata import (
@@ -60,6 +69,14 @@ if TYPE_CHECKING:
     )
 
 _MODULE_OF = {
+    "FeedstockDelegation": "signer.trust.feedstocks",
+    "FeedstocksIndex": "signer.trust.feedstocks",
+    "FeedstockBin": "signer.trust.feedstocks",
+    "bin_id": "signer.trust.feedstocks",
+    "verify_feedstock_delegation": "signer.trust.feedstocks",
+    "resolve_feedstock": "signer.trust.feedstocks",
+    "verify_sidecar": "signer.trust.attestation",
+    "AttestationResult": "signer.trust.attestation",
     "Clock": "signer.trust.timefmt",
     "DEFAULT_CLOCK_SKEW": "signer.trust.timefmt",
     "DelegatingMetadata": "signer.trust.metadata",
@@ -113,10 +130,14 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "DEFAULT_CLOCK_SKEW",
     "SPEC_VERSION",
+    "AttestationResult",
     "Clock",
     "DelegatingMetadata",
     "Delegation",
     "ExpiredError",
+    "FeedstockBin",
+    "FeedstockDelegation",
+    "FeedstocksIndex",
     "Fetch",
     "FormatError",
     "KeyMgr",
@@ -136,6 +157,7 @@ __all__ = [
     "TrustedKeyMgr",
     "TrustedRoot",
     "VerificationError",
+    "bin_id",
     "canonical_bytes",
     "check_not_expired",
     "choose_anchor",
@@ -143,12 +165,15 @@ __all__ = [
     "load_key_mgr",
     "parse_metadata",
     "parse_time",
+    "resolve_feedstock",
     "sign_envelope",
     "system_clock",
     "update_root",
+    "verify_feedstock_delegation",
     "verify_key_mgr",
     "verify_root_self",
     "verify_root_update",
+    "verify_sidecar",
     "verify_threshold",
     "write_atomic",
 ]
