@@ -114,7 +114,9 @@ def test_channel_round_trip_and_tamper(cli: Cli, dev_repo: DevTrustRepo, tmp_pat
     assert "FAIL linux-64/a-1.0-h0_0.conda: signature: bad signature" in bad.out
 
 
-def test_mamba_only_signature_does_not_count(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
+def test_mamba_only_signature_does_not_count(
+    cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
+) -> None:
     path = _channel(tmp_path, cli)
     cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr"),
         "--mamba-key", dev_repo.keyref("pkg_mgr_mamba"))  # fmt: skip
@@ -163,8 +165,9 @@ def test_signed_by_key_outside_delegation(cli: Cli, dev_repo: DevTrustRepo, tmp_
         (b'{"signatures": 3}', "signatures"),
     ],
 )
-def test_bad_repodata_exit_2_nothing_written(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path,
-                                             content: bytes, needle: str) -> None:
+def test_bad_repodata_exit_2_nothing_written(
+    cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path, content: bytes, needle: str
+) -> None:
     path = tmp_path / "repodata.json"
     path.write_bytes(content)
     sign = cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr"))
@@ -177,7 +180,10 @@ def test_bad_repodata_exit_2_nothing_written(cli: Cli, dev_repo: DevTrustRepo, t
 
 
 def test_missing_file_and_output_option(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
-    assert cli("repodata", "sign", tmp_path / "nope.json", "--key", dev_repo.keyref("pkg_mgr")).code == 2
+    assert (
+        cli("repodata", "sign", tmp_path / "nope.json", "--key", dev_repo.keyref("pkg_mgr")).code
+        == 2
+    )
     assert _verify(cli, dev_repo, tmp_path / "nope.json").code == 2
     path = _channel(tmp_path, cli)
     before = path.read_bytes()

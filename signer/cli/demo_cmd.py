@@ -32,14 +32,15 @@ def _step(title: str) -> None:
     print(f"\n== {title}")
 
 
-def _run(*args: object) -> None:
+def _run(*args: object, expect: int = 0) -> None:
+    """Run and echo one real command; the demo stops if it does not exit as expected."""
     from signer.cli.main import main
 
     argv = [str(a) for a in args]
     print(f"$ cf-sign {' '.join(argv)}")
     code = main(argv)
-    if code != 0:
-        raise SystemExit(f"demo step failed (exit {code}): cf-sign {' '.join(argv)}")
+    if code != expect:
+        raise SystemExit(f"demo step exited {code}, expected {expect}: cf-sign {' '.join(argv)}")
 
 
 def _fresh_dir(path: Path) -> None:
@@ -108,18 +109,19 @@ def run_demo(args: argparse.Namespace) -> int:
     ci_env = {"CF_SIGN_KEY": (keys / "demo-lib.ci-secret").read_text().strip(),
               "FEEDSTOCK_NAME": "demo-lib-feedstock", "CI": "github_actions"}  # fmt: skip
     libs = [p for p in built if p.name.startswith("demo-lib-")]
+    state = ("--state-dir", base / "state")
     with _environment(ci_env):
         print("(CI secret CF_SIGN_KEY set for demo-lib's build)")
         _run("sign", *libs, "--feedstock", "demo-lib", "--key", "env:CF_SIGN_KEY",
-             "--trust", repo.trust_dir, "--root", root_file, "--state-dir", base / "state")  # fmt: skip
-    state = ("--state-dir", base / "state")
+             "--trust", repo.trust_dir, "--root", root_file, *state)  # fmt: skip
     _run("verify", *libs, "--trust", repo.trust_dir, "--root", root_file, *state)
 
     _step("5. An attack: demo-lib's key signs demo-app's package (it must fail)")
     app = next(p for p in built if p.name.startswith("demo-app-") and p.name.endswith(".conda"))
     with _environment(ci_env):
         _run("sign", app, "--feedstock", "demo-lib", "--key", "env:CF_SIGN_KEY")
-    _run_expect_failure("verify", app, "--trust", repo.trust_dir, "--root", root_file, *state)
+    _run("verify", app, "--trust", repo.trust_dir, "--root", root_file, *state, expect=1)
+    print("(refused, as it must be)")
 
     print(f"\nDone. Everything is under {base}/ (dev keys are unencrypted: demo only).")
     return 0
@@ -137,14 +139,3 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = old
-
-
-def _run_expect_failure(*args: object) -> None:
-    from signer.cli.main import main
-
-    argv = [str(a) for a in args]
-    print(f"$ cf-sign {' '.join(argv)}")
-    code = main(argv)
-    if code != 1:
-        raise SystemExit(f"demo: expected this verification to fail, got exit {code}")
-    print("(refused, as it must be)")

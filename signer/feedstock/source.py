@@ -24,7 +24,7 @@ from typing import Any
 
 from signer.trust.errors import FormatError
 from signer.trust.feedstocks import FeedstockDelegation, check_name
-from signer.trust.jsonload import load_json
+from signer.trust.jsonload import load_json, read_file
 from signer.trust.keys import PublicKey
 from signer.trust.metadata import is_public_key_hex, require_exact_keys
 
@@ -76,17 +76,7 @@ def _load_yaml(data: bytes, source: str) -> Any:
 def load_document(path: Path, max_bytes: int = MAX_SOURCE) -> Any:
     """JSON (.json) or YAML (anything else; JSON is valid YAML too), strictly."""
     source = str(path)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except FileNotFoundError:
-        raise FormatError(source, "", "no such file") from None
-    except IsADirectoryError:
-        raise FormatError(source, "", "is a directory, expected a file") from None
-    except OSError as exc:
-        raise FormatError(source, "", f"cannot read: {exc.strerror}") from None
-    if len(data) > max_bytes:
-        raise FormatError(source, "", f"larger than the {max_bytes}-byte cap")
+    data = read_file(source, max_bytes)
     if path.suffix == ".json":
         return load_json(data, source, max_bytes)
     return _load_yaml(data, source)
