@@ -1,0 +1,183 @@
+"""`create_app(settings)`: the FastAPI application.
+
+Start-up applies the migrations (under the publication lock, so replicas starting together
+are safe), rewrites any published file that lags the database, and starts the periodic
+refresh. Every error is a JSON body `{"error", "detail"}`: 4xx for anything a client sent,
+500 only for a bug (logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from signer.service.config import Settings, load_settings
+from signer.service.db.migrate import upgrade
+from signer.service.db.session import Database
+from signer.service.deps import ServiceState
+from signer.service.errors import RateLimited, ServiceError
+from signer.service.intake import Intake
+from signer.service.limits import BodyLimit
+from signer.service.metrics import Metrics
+from signer.service.online_keys import OnlineKeys
+from signer.service.publisher import Publisher
+from signer.service.ratelimit import TokenBuckets
+from signer.service.routers.trust import TrustFastPath, TrustFiles
+from signer.trust.errors import FormatError, VerificationError
+
+log = logging.getLogger("cf_sign.service")
+
+DESCRIPTION = """\
+The cf-sign trust service. Public: the trust repository under `/trust/` (roots, key_mgr,
+pkg_mgr, feedstock delegations, attestations), `/healthz`, `/metrics`. Feedstock CI:
+`POST /v1/attestations` (the signature is the credential). Admins: `/v1/admin/...` with a
+bearer token from `cf-sign service token create --scope admin|registrar`.
+"""
+
+
+def error_response(
+    status: int, code: str, detail: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {"error": code, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ServiceError)
+    async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
+        headers: dict[str, str] = {}
+        if exc.status == 401:
+            headers["WWW-Authenticate"] = "Bearer"
+        if isinstance(exc, RateLimited):
+            headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+        return error_response(exc.status, exc.code, exc.detail, headers)
+
+    @app.exception_handler(FormatError)
+    async def format_error(_request: Request, exc: FormatError) -> JSONResponse:
+        return error_response(400, "invalid_input", str(exc))
+
+    @app.exception_handler(VerificationError)
+    async def verification_error(_request: Request, exc: VerificationError) -> JSONResponse:
+        return error_response(409, "verification_failed", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors: list[dict[str, Any]] = []
+        lines: list[str] = []
+        for e in exc.errors()[:20]:
+            loc = [str(p) for p in e.get("loc", ())]
+            msg = str(e.get("msg", "invalid"))
+            errors.append({"loc": loc, "msg": msg})
+            lines.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+        detail = lines[0] if lines else "invalid request"
+        return error_response(422, "invalid_request", detail, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        codes = {400: "bad_request", 404: "not_found", 405: "method_not_allowed"}
+        return error_response(
+            exc.status_code,
+            codes.get(exc.status_code, "http_error"),
+            str(exc.detail),
+            dict(exc.headers or {}),
+        )
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return error_response(500, "internal_error", "internal error (logged by the service)")
+
+
+def build_state(settings: Settings) -> ServiceState:
+    db = Database(settings.db_url)
+    publisher = Publisher(db, settings.publish_dir, OnlineKeys())
+    limiter = TokenBuckets(settings.rate_per_second, settings.rate_burst)
+    intake = Intake(db, publisher, limiter, max_artifacts=settings.max_artifacts)
+    files = TrustFiles(db, settings.trust_cache_seconds)
+    publisher.listeners.append(files.invalidate)
+    return ServiceState(settings, db, publisher, intake, Metrics(db), files)
+
+
+async def _refresh_forever(state: ServiceState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.refresh_interval)
+        try:
+            change = await run_in_threadpool(state.publisher.refresh, None, actor="refresh")
+            if change.published:
+                log.info("refresh published %s", sorted(change.published))
+        except ServiceError:
+            pass  # not initialized yet
+        except Exception:
+            log.exception("periodic refresh failed; retrying at the next interval")
+
+
+def _startup(state: ServiceState) -> None:
+    upgrade(state.db)
+    written = state.publisher.sync_files()
+    if written:
+        log.warning("publish directory lagged the database; rewrote %s", written)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    state = build_state(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(_startup, state)
+        task = None
+        if settings.refresh_interval > 0:
+            task = asyncio.create_task(_refresh_forever(state))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            state.db.dispose()
+
+    app = FastAPI(
+        title="cf-sign trust service",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        responses={422: {"description": "Invalid request body or parameters"}},
+    )
+    app.state.service = state
+    _install_error_handlers(app)
+
+    from signer.service.routers import admin, attestations, health, trust
+
+    app.include_router(trust.router)
+    app.include_router(health.router)
+    app.include_router(attestations.router)
+    app.include_router(admin.router)
+
+    # Each added middleware wraps the ones before: metrics see every answer (413s from the
+    # body limit, and the /trust fast path, which answers before FastAPI's routing).
+    app.add_middleware(TrustFastPath, files=state.trust_files)
+    app.add_middleware(BodyLimit, settings=settings)
+    app.add_middleware(_MetricsMiddleware, metrics=state.metrics)
+    return app
+
+
+class _MetricsMiddleware:
+    def __init__(self, app: Any, metrics: Metrics) -> None:
+        self.app = metrics.middleware(app)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and multi-worker runs: settings from `CF_SIGN_*`."""
+    return create_app(load_settings())

@@ -1,0 +1,78 @@
+"""FastAPI dependencies: the service state, and bearer-token authentication with scopes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from signer.service.config import Settings
+from signer.service.db.session import Database
+from signer.service.errors import Forbidden, Unauthorized
+from signer.service.intake import Intake
+from signer.service.metrics import Metrics
+from signer.service.publisher import Publisher
+from signer.service.tokens import authenticate
+
+if TYPE_CHECKING:
+    from signer.service.routers.trust import TrustFiles
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    db: Database
+    publisher: Publisher
+    intake: Intake
+    metrics: Metrics
+    trust_files: TrustFiles
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made an admin request, as written to the audit log."""
+
+    name: str
+    scopes: frozenset[str]
+
+    def has(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+    def require(self, scope: str) -> None:
+        if not self.has(scope):
+            raise Forbidden(f"this needs a token with scope {scope!r}")
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.service
+    return state
+
+
+_bearer = HTTPBearer(auto_error=False, description="a token from `cf-sign service token create`")
+
+
+def _authenticate(
+    request: Request,
+    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+) -> Actor:
+    if credentials is None:
+        raise Unauthorized("missing bearer token (Authorization: Bearer ...)")
+    state = get_state(request)
+    with state.db.read() as session:
+        token = authenticate(session, credentials.credentials)
+        if token is None:
+            raise Unauthorized("invalid or revoked token")
+        return Actor(f"token {token.id} ({token.name})", frozenset(token.scopes.split()))
+
+
+def require_scope(scope: str) -> Callable[..., Actor]:
+    """A dependency: the caller's token must carry `scope` (or `admin`)."""
+
+    def dependency(actor: Actor = Depends(_authenticate)) -> Actor:  # noqa: B008
+        actor.require(scope)
+        return actor
+
+    return dependency

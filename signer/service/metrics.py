@@ -1,0 +1,122 @@
+"""Prometheus metrics: requests, intake verdicts, publications, and document expiry.
+
+Counters are per process (scrape every replica). Document versions and seconds until
+expiry are read from the database at scrape time, so every replica reports the same and
+an alert on `cf_sign_document_expiry_seconds < 7*86400` catches a refresh that stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import select
+
+from signer.service.db.models import Document
+from signer.service.db.session import Database
+from signer.trust.timefmt import parse_time, system_clock
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+# Route label from the path prefix: bounded cardinality whatever clients request.
+_ROUTES = ("/trust/", "/v1/attestations", "/v1/admin/", "/healthz", "/metrics", "/openapi.json")
+
+
+def route_label(path: str) -> str:
+    return next((r.rstrip("/") for r in _ROUTES if path.startswith(r)), "other")
+
+
+class DocumentCollector(Collector):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        version = GaugeMetricFamily(
+            "cf_sign_document_version", "Published version of a trust document", labels=["path"]
+        )
+        expiry = GaugeMetricFamily(
+            "cf_sign_document_expiry_seconds",
+            "Seconds until a trust document expires (newest root, key_mgr, pkg_mgr, index)",
+            labels=["path"],
+        )
+        try:
+            with self.db.connect() as conn:
+                rows = conn.execute(
+                    select(Document.path, Document.version, Document.expiration).where(
+                        ~Document.path.like("feedstocks/%.json")
+                        | (Document.path == "feedstocks/index.json")
+                    )
+                )
+                docs = list(rows)
+        except Exception:  # a scrape must not fail because the database is briefly away
+            docs = []
+        now = system_clock()
+        roots = [d for d in docs if d[0].endswith(".root.json")]
+        newest_root = max(roots, key=lambda d: d[1], default=None)
+        for path, ver, expiration in docs:
+            if path.endswith(".root.json") and newest_root and path != newest_root[0]:
+                continue
+            label = "root.json" if path.endswith(".root.json") else path
+            version.add_metric([label], ver)
+            left = parse_time(expiration, path, "expiration") - now
+            expiry.add_metric([label], left.total_seconds())
+        yield version
+        yield expiry
+
+
+class Metrics:
+    def __init__(self, db: Database) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "cf_sign_http_requests",
+            "HTTP requests",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "cf_sign_http_request_seconds",
+            "HTTP request duration",
+            ["route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.attestations = Counter(
+            "cf_sign_attestations",
+            "Artifacts submitted, by verdict",
+            ["status"],
+            registry=self.registry,
+        )
+        self.publications = Counter(
+            "cf_sign_publications", "Documents published", registry=self.registry
+        )
+        self.registry.register(DocumentCollector(db))
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] != "http":
+                await app(scope, receive, send)
+                return
+            start = time.perf_counter()
+            status = [500]
+
+            async def send_status(message: Message) -> None:
+                if message["type"] == "http.response.start":
+                    status[0] = int(message["status"])
+                await send(message)
+
+            try:
+                await app(scope, receive, send_status)
+            finally:
+                route = route_label(scope["path"])
+                self.requests.labels(route, scope["method"], str(status[0])).inc()
+                self.latency.labels(route).observe(time.perf_counter() - start)
+
+        return wrapped

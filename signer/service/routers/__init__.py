@@ -1,0 +1,1 @@
+"""HTTP routes: public trust files, health and metrics, attestation intake, admin API."""

@@ -1,0 +1,187 @@
+"""Request and response bodies of the API (pydantic); the OpenAPI schema is built from them.
+
+Request models forbid unknown fields, so a misspelt field is a 422, not silently ignored.
+The sidecar inside an attestation request is a free-form object on purpose: it is checked
+by the trust core's strict parser, and a malformed one refuses that artifact only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME = Field(min_length=1, max_length=256)
+MAX_NAMES = 100_000
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(BaseModel):
+    error: str = Field(description="machine-readable code, e.g. unknown_feedstock")
+    detail: str = Field(description="one line for people")
+    errors: list[dict[str, Any]] | None = Field(
+        default=None, description="field errors of a 422 answer"
+    )
+
+
+# ----------------------------------------------------------------------------- attestations
+
+
+class ArtifactSubmission(Strict):
+    sha256: str = Field(description="sha256 of the artifact file (64 lowercase hex)")
+    attestation: dict[str, Any] = Field(
+        description='the sidecar: {"feedstock": NAME, "envelopes": [DSSE envelope, ...]}'
+    )
+
+
+class AttestationRequest(Strict):
+    feedstock: str = Field(min_length=1, max_length=256, description="without -feedstock")
+    artifacts: dict[str, ArtifactSubmission] = Field(
+        min_length=1, description='"<subdir>/<file name>" -> hash and sidecar'
+    )
+
+
+class ArtifactVerdict(BaseModel):
+    accepted: bool
+    status: Literal["stored", "unchanged", "replaced", "refused"]
+    keyids: list[str] | None = Field(default=None, description="keys whose signature counted")
+    package: str | None = None
+    check: str | None = Field(default=None, description="the check that failed")
+    reason: str | None = Field(default=None, description="why, in one line")
+
+
+class AttestationResponse(BaseModel):
+    feedstock: str
+    accepted: int
+    refused: int
+    artifacts: dict[str, ArtifactVerdict]
+
+
+# ----------------------------------------------------------------------------- admin
+
+
+class KeyVal(Strict):
+    public: str = Field(max_length=4096)
+
+
+class KeyModel(Strict):
+    """A public key in securesystemslib's form (ed25519 or ecdsa-sha2-nistp256)."""
+
+    keytype: str = Field(max_length=32)
+    scheme: str = Field(max_length=64)
+    keyval: KeyVal
+
+
+class FeedstockCreate(Strict):
+    name: str = Field(min_length=1, max_length=256, description="without -feedstock")
+    outputs: list[str] = Field(default_factory=list, max_length=MAX_NAMES)
+    output_globs: list[str] = Field(default_factory=list, max_length=1000)
+    keys: list[KeyModel] = Field(default_factory=list, max_length=16)
+    threshold: int = Field(default=1, ge=1, le=16)
+
+
+class FeedstockUpdate(Strict):
+    add_outputs: list[str] = Field(default_factory=list, max_length=MAX_NAMES)
+    remove_outputs: list[str] = Field(default_factory=list, max_length=MAX_NAMES)
+    add_globs: list[str] = Field(default_factory=list, max_length=1000)
+    remove_globs: list[str] = Field(default_factory=list, max_length=1000)
+    threshold: int | None = Field(default=None, ge=1, le=16)
+
+
+class KeyAdd(Strict):
+    key: KeyModel
+
+
+class KeyView(BaseModel):
+    keyid: str
+    key: dict[str, Any]
+    added_at: str
+    revoked_at: str | None
+
+
+class FeedstockView(BaseModel):
+    name: str
+    threshold: int
+    delegated: bool = Field(description="has enough active keys to be in the delegations")
+    outputs: list[str]
+    output_globs: list[str]
+    keys: list[KeyView]
+
+
+class Published(BaseModel):
+    published: dict[str, int] = Field(description="documents published: path -> new version")
+    notes: list[str] = Field(default_factory=list)
+
+
+class FeedstockChange(Published):
+    feedstock: FeedstockView | None = None
+
+
+class FeedstockList(BaseModel):
+    feedstocks: list[FeedstockView]
+    next_after: str | None = Field(description="pass as ?after= for the next page")
+
+
+class OutputsImport(Strict):
+    """conda-forge/feedstock-outputs: package name -> feedstocks, and autoreg globs."""
+
+    outputs: dict[str, list[str]] = Field(default_factory=dict)
+    output_globs: dict[str, list[str]] = Field(default_factory=dict)
+    replace: bool = Field(
+        default=False, description="set each named feedstock's names exactly (admin only)"
+    )
+
+
+class ImportResult(Published):
+    feedstocks: int
+    created: int
+    names: int
+    globs: int
+
+
+class AuditEntryView(BaseModel):
+    seq: int
+    at: str
+    actor: str
+    action: str
+    detail: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntryView]
+    next_after: int | None
+
+
+class RefreshRequest(Strict):
+    within_days: float | None = Field(
+        default=None, gt=0, le=3650, description="default: half of the documents' lifetime"
+    )
+
+
+class RootPublish(Strict):
+    root: str = Field(max_length=512 * 1024, description="N+1.root.json, its exact text")
+    key_mgr_keyrefs: list[str] | None = Field(
+        default=None, description="KEYREFs of the new root's key_mgr keys, if they changed"
+    )
+
+
+class PkgMgrKeys(Strict):
+    keyrefs: list[str] = Field(min_length=1, max_length=8)
+    threshold: int = Field(default=1, ge=1, le=8)
+
+
+# ----------------------------------------------------------------------------- health
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    initialized: bool
+    root_version: int | None = None
+    root_expires: str | None = None
+    index_version: int | None = None
