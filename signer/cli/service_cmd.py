@@ -1,0 +1,461 @@
+"""The service's commands: `serve`, `db upgrade`, `service init|token|refresh|audit`, `submit`.
+
+Handlers import the service when they run; `submit` uses only the standard library (it
+runs in feedstock CI, where the service's dependencies are not needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from signer.cli.common import non_negative_days
+from signer.trust.errors import FormatError
+
+if TYPE_CHECKING:
+    from signer.service.config import Settings
+
+DEFAULT_PORT = 8000
+ENV_SERVICE_URL = "CF_SIGN_SERVICE_URL"
+
+
+def _add_db_options(parser: argparse.ArgumentParser, *, publish: bool = True) -> None:
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="database URL: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB "
+        "(default $CF_SIGN_DB, else ./cf-sign-data/cf-sign.db)",
+    )
+    if publish:
+        parser.add_argument(
+            "--publish-dir",
+            metavar="D",
+            help="where published files are written "
+            "(default $CF_SIGN_PUBLISH_DIR, else ./cf-sign-data/trust)",
+        )
+
+
+def _flatten(values: list[list[str]] | None) -> list[str]:
+    return [v for group in values or [] for v in group]
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    serve = sub.add_parser("serve", help="run the trust service (HTTP)")
+    _add_db_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default 8000)")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument(
+        "--rate-limit",
+        metavar="RATE/BURST",
+        help="per feedstock and process: artifacts per second / burst (default 5/1000)",
+    )
+    serve.add_argument(
+        "--refresh-interval",
+        type=float,
+        metavar="SECONDS",
+        help="re-sign documents nearing expiry this often (default 3600; 0 = never)",
+    )
+    serve.add_argument(
+        "--trust-cache",
+        type=float,
+        metavar="SECONDS",
+        help="cache /trust answers per process this long (default 1; 0 = always ask the DB)",
+    )
+    serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
+    serve.set_defaults(handler=serve_cmd)
+
+    db = sub.add_parser("db", help="service database maintenance")
+    db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
+    up = db_sub.add_parser("upgrade", help="apply the database migrations")
+    _add_db_options(up, publish=False)
+    up.set_defaults(handler=db_upgrade_cmd)
+
+    svc = sub.add_parser("service", help="initialize and administer the trust service")
+    svc_sub = svc.add_subparsers(dest="service_command", metavar="ACTION", required=True)
+    init = svc_sub.add_parser(
+        "init", help="publish the roots and make key_mgr.json and pkg_mgr.json"
+    )
+    init.add_argument(
+        "--root",
+        action="append",
+        nargs="+",
+        required=True,
+        metavar="N.root.json",
+        help="the roots, 1.root.json up to the newest (they must form a chain)",
+    )
+    init.add_argument(
+        "--key-mgr-key",
+        action="append",
+        required=True,
+        metavar="KEYREF",
+        help="online key_mgr key (one of the root's key_mgr keys; repeat for a threshold)",
+    )
+    init.add_argument(
+        "--pkg-mgr-key",
+        action="append",
+        required=True,
+        metavar="KEYREF",
+        help="pkg_mgr key (repeat: e.g. the conda and the mamba profile keys)",
+    )
+    init.add_argument("--pkg-mgr-threshold", type=int, default=1, metavar="N")
+    init.add_argument("--bins", type=int, choices=(16, 256, 4096), default=256)
+    init.add_argument(
+        "--expires",
+        type=non_negative_days,
+        default=90.0,
+        metavar="DAYS",
+        help="lifetime of the documents the service signs (default 90)",
+    )
+    _add_db_options(init)
+    init.set_defaults(handler=init_cmd)
+
+    token = svc_sub.add_parser("token", help="bearer tokens of the admin API")
+    token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    create = token_sub.add_parser("create", help="make a token (printed once)")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=("admin", "registrar"),
+        help="admin (everything) or registrar (register feedstocks, names, keys)",
+    )
+    create.add_argument("--name", default="token", help="a label for the audit log")
+    _add_db_options(create, publish=False)
+    create.set_defaults(handler=token_create_cmd)
+    revoke = token_sub.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id", type=int, metavar="ID")
+    _add_db_options(revoke, publish=False)
+    revoke.set_defaults(handler=token_revoke_cmd)
+    listing = token_sub.add_parser("list", help="list tokens (never their secrets)")
+    _add_db_options(listing, publish=False)
+    listing.set_defaults(handler=token_list_cmd)
+
+    refresh = svc_sub.add_parser(
+        "refresh", help="re-sign documents nearing expiry and repair the publish directory"
+    )
+    refresh.add_argument(
+        "--within",
+        type=non_negative_days,
+        metavar="DAYS",
+        help="re-sign what expires within DAYS (default: half the documents' lifetime)",
+    )
+    _add_db_options(refresh)
+    refresh.set_defaults(handler=refresh_cmd)
+
+    audit_p = svc_sub.add_parser("audit", help="the audit log")
+    audit_sub = audit_p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = audit_sub.add_parser("verify", help="check the hash chain of the audit log")
+    _add_db_options(verify, publish=False)
+    verify.set_defaults(handler=audit_verify_cmd)
+    show = audit_sub.add_parser("show", help="print audit entries as JSON lines")
+    show.add_argument("--after", type=int, default=0, metavar="SEQ")
+    _add_db_options(show, publish=False)
+    show.set_defaults(handler=audit_show_cmd)
+
+    submit = sub.add_parser("submit", help="send attestations to the trust service (CI)")
+    submit.add_argument("artifacts", nargs="*", metavar="ARTIFACT", type=Path)
+    submit.add_argument("--build-dir", type=Path, metavar="D", help="every package in D/<subdir>/")
+    submit.add_argument(
+        "--service",
+        metavar="URL",
+        default=os.environ.get(ENV_SERVICE_URL),
+        help=f"the service's base URL (default ${ENV_SERVICE_URL})",
+    )
+    submit.add_argument(
+        "--sig-dir", type=Path, metavar="D", help="where the sidecars are (default: beside)"
+    )
+    submit.add_argument("--retries", type=int, default=5, help="attempts per batch (default 5)")
+    submit.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS")
+    submit.add_argument("--batch", type=int, default=100, help="artifacts per request")
+    submit.add_argument("--json", action="store_true", help="print the verdicts as JSON")
+    submit.set_defaults(handler=submit_cmd)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    from signer.service.config import load_settings
+
+    return load_settings(getattr(args, "db", None), getattr(args, "publish_dir", None))
+
+
+_OPEN: list[Any] = []  # databases opened by this command, closed when it ends
+
+
+def _database(args: argparse.Namespace) -> Any:
+    from signer.service.db.session import Database
+
+    db = Database(_settings(args).db_url)
+    _OPEN.append(db)
+    return db
+
+
+def _publisher(args: argparse.Namespace) -> Any:
+    from signer.service.db.migrate import upgrade
+    from signer.service.publisher import Publisher
+
+    db = _database(args)
+    upgrade(db)  # every command works on a fresh database
+    return Publisher(db, _settings(args).publish_dir)
+
+
+def _database_error(exc: Exception, settings_db: str) -> FormatError:
+    return FormatError(settings_db.split("@")[-1], "--db", f"cannot use the database: {exc}")
+
+
+def _run_db(args: argparse.Namespace, func: Any) -> int:
+    """Run `func()`, turning database connection failures into one-line errors (exit 2)."""
+    from sqlalchemy.exc import OperationalError
+
+    try:
+        return int(func())
+    except OperationalError as exc:
+        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+        raise _database_error(Exception(reason), _settings(args).db_url) from None
+    finally:
+        while _OPEN:
+            _OPEN.pop().dispose()
+
+
+# ----------------------------------------------------------------------------- serve, db
+
+
+def serve_cmd(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from signer.service.config import export_env, parse_rate
+
+    settings = _settings(args).with_overrides(host=args.host, port=args.port)
+    if args.rate_limit:
+        rate, burst = parse_rate(args.rate_limit)
+        settings = settings.with_overrides(rate_per_second=rate, rate_burst=burst)
+    if args.refresh_interval is not None:
+        settings = settings.with_overrides(refresh_interval=args.refresh_interval)
+    if args.trust_cache is not None:
+        if args.trust_cache < 0:
+            raise FormatError(str(args.trust_cache), "--trust-cache", "must be >= 0")
+        settings = settings.with_overrides(trust_cache_seconds=args.trust_cache)
+    sys.stderr.write(
+        f"cf-sign serve: database {settings.db_url.split('@')[-1]}, "
+        f"publishing to {settings.publish_dir}, http://{args.host}:{args.port}/\n"
+    )
+    if args.workers > 1:
+        # Workers are separate processes: they read the same settings from the environment.
+        os.environ.update(export_env(settings))
+        uvicorn.run(
+            "signer.service.app:create_app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            log_level=args.log_level,
+        )
+        return 0
+    from signer.service.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=args.log_level == "debug",
+    )
+    return 0
+
+
+def db_upgrade_cmd(args: argparse.Namespace) -> int:
+    def run() -> int:
+        from signer.service.db.migrate import upgrade
+
+        before, after = upgrade(_database(args))
+        print(f"database at revision {after}" + (f" (was {before})" if before != after else ""))
+        return 0
+
+    return _run_db(args, run)
+
+
+# ----------------------------------------------------------------------------- service
+
+
+def _print_change(change: Any) -> None:
+    for path, version in sorted(change.published.items()):
+        print(f"published {path} v{version}")
+    for note in change.notes:
+        print(f"  {note}")
+
+
+def init_cmd(args: argparse.Namespace) -> int:
+    from signer.trust.jsonload import MAX_DELEGATING, read_file
+
+    roots = [(path, read_file(path, MAX_DELEGATING)) for path in _flatten(args.root)]
+
+    def run() -> int:
+        from signer.service.bootstrap import initialize
+
+        change = initialize(
+            _publisher(args),
+            roots,
+            args.key_mgr_key,
+            args.pkg_mgr_key,
+            pkg_mgr_threshold=args.pkg_mgr_threshold,
+            bins=args.bins,
+            expires_days=args.expires,
+            actor=f"cli ({_user()})",
+        )
+        _print_change(change)
+        print(f"service initialized; trust repository in {_settings(args).publish_dir}")
+        return 0
+
+    return _run_db(args, run)
+
+
+def _user() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def token_create_cmd(args: argparse.Namespace) -> int:
+    def run() -> int:
+        from signer.service.tokens import create_token
+
+        publisher = _publisher(args)
+        with publisher.change(f"cli ({_user()})", needs_config=False) as change:
+            token, secret = create_token(change, args.name, args.scope)
+        sys.stderr.write(
+            f"token {token.id} ({token.name}, scopes: {token.scopes}); shown once, "
+            "store it as a secret:\n"
+        )
+        print(secret)
+        return 0
+
+    return _run_db(args, run)
+
+
+def token_revoke_cmd(args: argparse.Namespace) -> int:
+    def run() -> int:
+        from signer.service.tokens import revoke_token
+
+        publisher = _publisher(args)
+        with publisher.change(f"cli ({_user()})", needs_config=False) as change:
+            token = revoke_token(change, args.token_id)
+        if token is None:
+            raise FormatError(str(args.token_id), "ID", "no such live token")
+        print(f"revoked token {token.id} ({token.name})")
+        return 0
+
+    return _run_db(args, run)
+
+
+def token_list_cmd(args: argparse.Namespace) -> int:
+    def run() -> int:
+        from sqlalchemy import select
+
+        from signer.cli.common import print_table
+        from signer.service.db.models import Token
+
+        publisher = _publisher(args)
+        with publisher.db.read() as session:
+            rows = [["ID", "NAME", "SCOPES", "CREATED", "REVOKED"]]
+            for t in session.scalars(select(Token).order_by(Token.id)):
+                revoked = t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-"
+                created = t.created_at.isoformat(timespec="seconds")
+                rows.append([str(t.id), t.name, t.scopes, created, revoked])
+        print_table(rows)
+        return 0
+
+    return _run_db(args, run)
+
+
+def refresh_cmd(args: argparse.Namespace) -> int:
+    def run() -> int:
+        from datetime import timedelta
+
+        publisher = _publisher(args)
+        within = timedelta(days=args.within) if args.within is not None else None
+        change = publisher.refresh(within, actor=f"cli ({_user()})")
+        _print_change(change)
+        written = publisher.sync_files()
+        for path in written:
+            print(f"rewrote {path} (the publish directory lagged the database)")
+        if not change.published and not written:
+            print("nothing to re-sign")
+        return 0
+
+    return _run_db(args, run)
+
+
+def audit_verify_cmd(args: argparse.Namespace) -> int:
+    def run() -> int:
+        from signer.service.audit import verify
+        from signer.trust.errors import VerificationError
+
+        publisher = _publisher(args)
+        with publisher.db.read() as session:
+            report = verify(session)
+        if not report.ok:
+            for problem in report.problems[1:]:
+                sys.stderr.write(f"FAIL audit log: {problem}\n")
+            raise VerificationError("audit log", "chain", report.problems[0])
+        print(
+            f"audit log OK: {report.entries} entries; head entry {report.head_seq} "
+            f"hash {report.head_hash}"
+        )
+        return 0
+
+    return _run_db(args, run)
+
+
+def audit_show_cmd(args: argparse.Namespace) -> int:
+    def run() -> int:
+        from sqlalchemy import select
+
+        from signer.service.audit import entry_dict
+        from signer.service.db.models import AuditEntry
+
+        publisher = _publisher(args)
+        with publisher.db.read() as session:
+            stmt = select(AuditEntry).where(AuditEntry.seq > args.after).order_by(AuditEntry.seq)
+            for entry in session.scalars(stmt):
+                print(json.dumps(entry_dict(entry), sort_keys=True))
+        return 0
+
+    return _run_db(args, run)
+
+
+# ----------------------------------------------------------------------------- submit
+
+
+def submit_cmd(args: argparse.Namespace) -> int:
+    from signer.service.client import collect, post_all
+
+    if not args.service:
+        raise FormatError("--service", "URL", f"required (or set ${ENV_SERVICE_URL})")
+    if not args.service.startswith(("http://", "https://")):
+        raise FormatError(args.service, "--service", "expected an http(s) URL")
+    if args.retries < 1 or args.batch < 1:
+        raise FormatError("--retries/--batch", "", "must be >= 1")
+    batches = collect(args.artifacts, args.build_dir, args.sig_dir)
+    results = post_all(
+        args.service, batches, retries=args.retries, timeout=args.timeout, batch=args.batch
+    )
+    refused = 0
+    if args.json:
+        print(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
+    for result in results:
+        refused += not result.accepted
+        if not args.json:
+            print(result.line())
+    if not args.json:
+        accepted = len(results) - refused
+        print(f"{accepted} accepted, {refused} refused")
+    return 1 if refused else 0
