@@ -14,6 +14,20 @@ def test_demo_runs_end_to_end(cli_process: Callable[..., CliResult], tmp_path: P
     assert "OK: every record is validly signed" in result.out
     assert "feedstock demo-lib" in result.out
     assert "scope: package 'demo-app' is not among feedstock demo-lib's names" in result.out
+    # Step 6: the service on SQLite took the attestations and served them to the verifier.
+    service_part = result.out.split("== 6.", 1)[1]
+    assert "2 accepted, 0 refused" in service_part
+    assert service_part.count("OK   demo-lib-1.0.0-h1234567_0.") == 2
+    downloads = tmp_path / "demo" / "downloads"
+    assert sorted(p.name for p in downloads.iterdir()) == [
+        "demo-lib-1.0.0-h1234567_0.conda",
+        "demo-lib-1.0.0-h1234567_0.tar.bz2",
+    ]
+    published = tmp_path / "demo" / "service" / "trust"
+    assert (published / "1.root.json").read_bytes() == (
+        tmp_path / "demo" / "trust" / "1.root.json"
+    ).read_bytes()
+    assert (published / "attestations" / "linux-64").is_dir()
     # A second run replaces its own directory; a foreign directory is refused.
     assert cli_process("demo", "--dir", tmp_path / "demo").code == 0
     foreign = tmp_path / "foreign"

@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 MARKER = ".cf-sign-demo"
 
@@ -123,8 +124,119 @@ def run_demo(args: argparse.Namespace) -> int:
     _run("verify", app, "--trust", repo.trust_dir, "--root", root_file, *state, expect=1)
     print("(refused, as it must be)")
 
+    _step("6. The trust service on embedded defaults (SQLite file, local publish directory)")
+    _service_demo(base, repo, keys, libs, root_file)
+
     print(f"\nDone. Everything is under {base}/ (dev keys are unencrypted: demo only).")
     return 0
+
+
+def _service_demo(base: Path, repo: Any, keys: Path, libs: list[Path], root_file: Path) -> None:
+    """init -> token -> serve -> register a feedstock -> submit -> verify over HTTP."""
+    service = base / "service"
+    db = ("--db", f"sqlite:///{(service / 'cf-sign.db').resolve()}")
+    publish = ("--publish-dir", service / "trust")
+    _run("service", "init", *db, *publish, "--root", root_file,
+         "--key-mgr-key", repo.keyref("key_mgr"), "--pkg-mgr-key", repo.keyref("pkg_mgr"),
+         "--pkg-mgr-key", repo.keyref("pkg_mgr_mamba"))  # fmt: skip
+    token = _capture("service", "token", "create", "--scope", "registrar", "--name", "demo", *db)
+    print("(registrar token made; stored in the database only as its hash)")
+    with _served(service, *db, *publish) as url:
+        pub = json.loads((keys / "demo-lib.pub").read_text())
+        body = {"name": "demo-lib", "outputs": ["demo-lib"], "keys": [pub]}
+        print(f"POST {url}/v1/admin/feedstocks  (register demo-lib and its key)")
+        answer = _post_json(f"{url}/v1/admin/feedstocks", body, token)
+        for path, version in sorted(answer["published"].items()):
+            print(f"  published {path} v{version}")
+        _run("submit", *libs, "--service", url)
+        # A user's copy has no sidecar beside it: verify fetches it from the service.
+        downloads = base / "downloads"
+        downloads.mkdir()
+        copies = [Path(shutil.copy(p, downloads / p.name)) for p in libs]
+        _run("verify", *copies, "--trust", f"{url}/trust", "--root", root_file,
+             "--state-dir", base / "state-service")  # fmt: skip
+    print(f"(server stopped; run it again with: cf-sign serve {' '.join(map(str, db + publish))})")
+
+
+def _capture(*args: object) -> str:
+    """Run a command whose standard output is a secret: keep it, print nothing of it."""
+    import io
+
+    from signer.cli.main import main
+
+    argv = [str(a) for a in args]
+    print(f"$ cf-sign {' '.join(argv)}")
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(argv)
+    if code != 0:
+        raise SystemExit(f"demo step exited {code}: cf-sign {' '.join(argv)}")
+    return out.getvalue().strip()
+
+
+@contextlib.contextmanager
+def _served(workdir: Path, *options: object) -> Iterator[str]:
+    """`cf-sign serve` as a real process on a free loopback port, stopped on leaving."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    argv = ["serve", *map(str, options), "--port", str(port), "--log-level", "warning"]
+    print(f"$ cf-sign {' '.join(argv)} &")
+    log_path = workdir / "serve.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "signer.cli.main", *argv], stdout=log, stderr=log
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"cf-sign serve exited {proc.returncode}; see {log_path}")
+            try:
+                with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit(f"cf-sign serve did not answer in 60 s; see {log_path}")
+            time.sleep(0.1)
+        print(f"(serving {url}/trust/ ; health: {url}/healthz)")
+        yield url
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _post_json(url: str, body: dict[str, Any], token: str) -> dict[str, Any]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer: dict[str, Any] = json.loads(response.read(1 << 20))
+    except urllib.error.HTTPError as exc:
+        raise SystemExit(f"demo step failed: POST {url}: {exc.code} {exc.read(4096)!r}") from None
+    return answer
 
 
 @contextlib.contextmanager
