@@ -22,7 +22,16 @@ if TYPE_CHECKING:
 DEFAULT_DELEGATION_DAYS = 90.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+if TYPE_CHECKING:
+    Subparsers = argparse._SubParsersAction[argparse.ArgumentParser]
+
+
+def register(sub: Subparsers) -> None:
+    for add in COMMANDS.values():
+        add(sub)
+
+
+def _add_delegations(sub: Subparsers) -> None:
     dg = sub.add_parser("delegations", help="publish and import feedstock delegations")
     dg_sub = dg.add_subparsers(dest="dg_command", metavar="ACTION", required=True)
     pub = dg_sub.add_parser(
@@ -69,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     imp.add_argument("-o", "--output", required=True, type=Path, metavar="SOURCE")
     imp.set_defaults(handler=delegations_import)
 
+
+def _add_sign(sub: Subparsers) -> None:
     sign = sub.add_parser("sign", help="write <artifact>.sig.json for each artifact (CI)")
     sign.add_argument("artifacts", nargs="*", metavar="ARTIFACT", type=Path)
     sign.add_argument(
@@ -104,6 +115,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     add_trust_options(sign, required=False)
     sign.set_defaults(handler=sign_cmd)
 
+
+def _add_verify(sub: Subparsers) -> None:
     ver = sub.add_parser("verify", help="verify artifacts against the feedstock delegations")
     ver.add_argument("artifacts", nargs="+", metavar="ARTIFACT", type=Path)
     add_trust_options(ver)
@@ -111,6 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     ver.add_argument("--json", action="store_true", help="machine-readable results")
     ver.set_defaults(handler=verify_cmd)
 
+
+def _add_feedstock(sub: Subparsers) -> None:
     fs = sub.add_parser("feedstock", help="provision feedstock keys")
     fs_sub = fs.add_subparsers(dest="fs_command", metavar="ACTION", required=True)
     prov = fs_sub.add_parser("provision", help="make a feedstock's key pair and CI secret")
@@ -143,6 +158,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="name of the CI secret variable (default CF_SIGN_KEY)",
     )
     prov.set_defaults(handler=provision_cmd)
+
+
+# Top-level command -> what adds it: `cf-sign verify` builds its own parser only.
+COMMANDS = {
+    "delegations": _add_delegations,
+    "sign": _add_sign,
+    "verify": _add_verify,
+    "feedstock": _add_feedstock,
+}
 
 
 # ----------------------------------------------------------------------------- delegations

@@ -1,7 +1,8 @@
 """Entry point: argparse (fast start-up), error handling and exit codes.
 
 Exit codes: 0 success, 1 verification failed, 2 usage or input error. Each group module
-defines `register(subparsers)`; handlers import what they need when they run, so
+defines `register(subparsers)` (and may map its commands to their own adders in
+`COMMANDS`, so a run builds only its own parser); handlers import what they need when they run, so
 `cf-sign verify` does not pay for the service or the signing backends.
 """
 
@@ -56,6 +57,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     group = COMMAND_GROUP.get(command or "")
+    if group:
+        # A group may list per-command adders: then only this command's parser is built.
+        adders = getattr(importlib.import_module(group), "COMMANDS", {})
+        if command in adders:
+            adders[command](sub)
+            return parser
     for name in (group,) if group else GROUPS:
         try:
             module = importlib.import_module(name)

@@ -7,6 +7,7 @@ Private keys therefore never leave memory: no pickling, no files.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 from collections.abc import Callable
@@ -52,6 +53,9 @@ def map_ranges(
                 on_chunk(end - start)
         return results
     _task = task
+    # Move every object made so far out of the collector's sight: a worker's collections
+    # would otherwise walk (and so write to, copying page after page) the inherited data.
+    gc.freeze()
     try:
         context = multiprocessing.get_context("fork")
         with context.Pool(jobs) as pool:
@@ -63,3 +67,4 @@ def map_ranges(
             return results
     finally:
         _task = None
+        gc.unfreeze()
