@@ -8,6 +8,10 @@ included), in one run so the ratios compare like with like on a noisy machine:
   - (b) a naive loop as conda-content-trust does it per record
         (json.dumps(indent=2, sort_keys=True) + cryptography Ed25519 verify).
 Targets: verify >= 1.5x faster than (a) and >= 3.5x faster than (b).
+
+The machine's speed drifts from minute to minute (other tenants, frequency), so each command
+runs `--rounds` times, interleaved (sign, verify, a, b, then again), and each figure is the
+median of its rounds: a ratio never compares one command's good minute with another's bad.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -130,6 +135,7 @@ def timed(cmd: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved runs per command")
     args = parser.parse_args()
     py = sys.executable
     cf_sign = [py, "-m", "signer.cli.main"]
@@ -144,21 +150,11 @@ def main() -> int:
         print(f"repodata: {args.records} records, {mib:.0f} MiB, {os.cpu_count()} cores")
         subprocess.run([py, "-m", "compileall", "-q", "signer"], check=False)
 
-        sign_s = timed([*cf_sign, "repodata", "sign", str(path), "--key", repo.keyref("pkg_mgr")])
-        verify_s = timed(
-            [
-                *cf_sign,
-                "repodata",
-                "verify",
-                str(path),
-                "--trust",
-                str(repo.trust_dir),
-                "--root",
-                str(repo.root_file),
-                "--state-dir",
-                str(work / "state"),
-            ]
-        )
+        sign_cmd = [*cf_sign, "repodata", "sign", str(path), "--key", repo.keyref("pkg_mgr")]
+        verify_cmd = [*cf_sign, "repodata", "verify", str(path),
+                      "--trust", str(repo.trust_dir), "--root", str(repo.root_file),
+                      "--state-dir", str(work / "state")]  # fmt: skip
+        timed(sign_cmd)  # the raw loop's input below needs the signatures
 
         # Precompute the raw loop's input outside its timing: canonical bytes + signatures.
         import pickle
@@ -174,8 +170,16 @@ def main() -> int:
         (work / "raw.pickle").write_bytes(pickle.dumps((bytes.fromhex(pub), items)))
         (work / "raw.py").write_text(RAW_LOOP)
         (work / "naive.py").write_text(NAIVE_LOOP)
-        raw_s = timed([py, str(work / "raw.py"), str(work / "raw.pickle")])
-        naive_s = timed([py, str(work / "naive.py"), str(path)])
+        raw_cmd = [py, str(work / "raw.py"), str(work / "raw.pickle")]
+        naive_cmd = [py, str(work / "naive.py"), str(path)]
+        runs: dict[str, list[float]] = {"sign": [], "verify": [], "raw": [], "naive": []}
+        for _ in range(max(1, args.rounds)):
+            for name, cmd in (("sign", sign_cmd), ("verify", verify_cmd), ("raw", raw_cmd),
+                              ("naive", naive_cmd)):  # fmt: skip
+                runs[name].append(timed(cmd))
+        sign_s, verify_s, raw_s, naive_s = (
+            statistics.median(runs[k]) for k in ("sign", "verify", "raw", "naive")
+        )
 
     n = args.records
     rate = n / sign_s
@@ -185,6 +189,7 @@ def main() -> int:
         ("(a) raw PyNaCl loop, 1 core", raw_s, f"{n / raw_s:,.0f} records/s"),
         ("(b) naive cct-style loop", naive_s, f"{n / naive_s:,.0f} records/s"),
     ]
+    print(f"medians of {max(1, args.rounds)} interleaved rounds")
     for label, secs, note in rows:
         print(f"  {label:<30} {secs:7.2f} s   {note}")
     ratio_a, ratio_b = raw_s / verify_s, naive_s / verify_s
