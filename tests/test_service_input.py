@@ -195,6 +195,7 @@ ADMIN_BAD: list[tuple[str, str, Any, int]] = [
     ("DELETE", "/v1/admin/feedstocks/inp/keys/" + "0" * 64, None, 404),
     ("GET", "/v1/admin/audit?limit=0", None, 422),
     ("GET", "/v1/admin/audit?after=x", None, 422),
+    ("GET", "/v1/admin/audit?after=" + "9" * 40, None, 422),  # beyond any database integer
     ("POST", "/v1/admin/outputs/import", {"outputs": {"pkg": ["bad name"]}}, 400),
     ("POST", "/v1/admin/roots", {"root": "{not json"}, 400),
     ("POST", "/v1/admin/roots", {"root": "{}"}, 400),

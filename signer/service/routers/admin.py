@@ -188,7 +188,7 @@ def import_outputs(
 @router.get("/audit", response_model=AuditPage, responses=_AUTH)
 def read_audit(
     request: Request,
-    after: int = Query(0, ge=0, description="entries after this sequence number"),
+    after: int = Query(0, ge=0, le=2**53, description="entries after this sequence number"),
     limit: int = Query(100, ge=1, le=1000),
     _actor: Actor = Depends(admin),  # noqa: B008
 ) -> dict[str, Any]:
@@ -200,7 +200,11 @@ def read_audit(
     return {"entries": entries, "next_after": entries[-1]["seq"] if len(entries) == limit else None}
 
 
-@router.post("/refresh", response_model=Published, responses=_AUTH)
+@router.post(
+    "/refresh",
+    response_model=Published,
+    responses={**_AUTH, 400: {"model": ErrorBody, "description": "Body is not JSON"}},
+)
 def refresh(
     request: Request,
     body: RefreshRequest | None = None,
