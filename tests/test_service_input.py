@@ -201,6 +201,9 @@ ADMIN_BAD: list[tuple[str, str, Any, int]] = [
     ("POST", "/v1/admin/roots", {"root": "{}"}, 400),
     ("PUT", "/v1/admin/pkg-mgr-keys", {"keyrefs": ["file:/nonexistent/key"]}, 400),
     ("POST", "/v1/admin/refresh", {"within_days": -1}, 422),
+    ("POST", "/v1/admin/refresh", {"within_days": True}, 422),  # strict: never coerced
+    ("POST", "/v1/admin/outputs/import", {"replace": 0}, 422),
+    ("POST", "/v1/admin/feedstocks", {"name": "t", "threshold": "2"}, 422),
     ("GET", "/nowhere", None, 404),
     ("PUT", "/healthz", None, 405),
     ("GET", "/trust/../../etc/passwd", None, 404),

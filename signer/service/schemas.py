@@ -1,6 +1,7 @@
 """Request and response bodies of the API (pydantic); the OpenAPI schema is built from them.
 
-Request models forbid unknown fields, so a misspelt field is a 422, not silently ignored.
+Request models forbid unknown fields, so a misspelt field is a 422, not silently ignored,
+and are strict: `"replace": 0` or `"threshold": "2"` is a 422, never coerced.
 The sidecar inside an attestation request is a free-form object on purpose: it is checked
 by the trust core's strict parser, and a malformed one refuses that artifact only.
 """
@@ -16,7 +17,7 @@ MAX_NAMES = 100_000
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ErrorBody(BaseModel):
