@@ -168,9 +168,13 @@ def test_verify_exit_codes(world: World, cli: Callable[..., Any]) -> None:
 class _Handler(SimpleHTTPRequestHandler):
     redirects: ClassVar[dict[str, str]] = {}
     failures: ClassVar[set[str]] = set()
+    stalls: ClassVar[set[str]] = set()  # answered only when `released` is set
+    released: ClassVar[threading.Event] = threading.Event()
 
     def do_GET(self) -> None:
         path = self.path.lstrip("/")
+        if path in self.stalls:
+            self.released.wait(30)
         if path in self.redirects:
             self.send_response(302)
             self.send_header("Location", self.redirects[path])
@@ -187,13 +191,17 @@ class _Handler(SimpleHTTPRequestHandler):
 
 @pytest.fixture
 def served(world: World) -> Iterator[tuple[str, type[_Handler]]]:
-    handler = type("H", (_Handler,), {"redirects": {}, "failures": set()})
+    handler = type(
+        "H", (_Handler,), {"redirects": {}, "failures": set(), "stalls": set(),
+                           "released": threading.Event()}
+    )  # fmt: skip
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(world.trust)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}", handler
     finally:
+        handler.released.set()
         server.shutdown()
         server.server_close()
 
@@ -217,6 +225,15 @@ def test_verify_over_http_with_served_attestation(
     handler.failures.add(f"feedstocks/{bin_id('numpy', 256)}.json")
     res = cli(*args)
     assert res.code == 1 and "HTTP 500" in res.out
+
+    # A server that stops answering: the request times out and nothing is trusted.
+    handler.failures.clear()
+    handler.stalls.add(f"feedstocks/{bin_id('numpy', 256)}.json")
+    res = cli(*args, "--timeout", "0.5")
+    assert res.code == 1 and "network error: timed out" in res.out, res.out + res.err
+    assert "OK" not in res.out
+    res = cli(*args, "--timeout", "0")
+    assert res.code == 2 and "--timeout" in res.err
 
 
 # ----------------------------------------------------------------------------- provision

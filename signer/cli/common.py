@@ -37,6 +37,13 @@ def add_trust_options(parser: argparse.ArgumentParser, *, required: bool = True)
         help="allowed clock skew for expiry checks (default 60)",
     )
     parser.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=20.0,
+        help="per request, for a URL trust repository (default 20)",
+    )
+    parser.add_argument(
         "--at",
         metavar="TIME",
         help="verify as of this UTC time (YYYY-MM-DDTHH:MM:SSZ) instead of now",
@@ -100,7 +107,10 @@ def load_trust(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     from signer.trust.jsonload import MAX_DELEGATING, read_file
     from signer.trust.repository import choose_anchor, load_key_mgr, update_root
 
-    source = open_source(args.trust)
+    timeout = getattr(args, "timeout", 20.0)
+    if not timeout > 0:
+        raise FormatError("--timeout", "SECONDS", "must be > 0")
+    source = open_source(args.trust, timeout=timeout)
     if not source.location.startswith("http") and not Path(args.trust).is_dir():
         raise FormatError(args.trust, "--trust", "not a directory or an http(s) URL")
     state = state_from(args, source.location)

@@ -115,9 +115,9 @@ def is_url(location: str) -> bool:
     return location.startswith(("http://", "https://"))
 
 
-def open_source(location: str) -> TrustSource:
+def open_source(location: str, timeout: float = DEFAULT_TIMEOUT) -> TrustSource:
     if is_url(location):
-        return HttpSource(location)
+        return HttpSource(location, timeout)
     return LocalSource(Path(location))
 
 
