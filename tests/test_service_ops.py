@@ -269,6 +269,7 @@ def test_submit_retries_with_backoff(stub: str) -> None:
     _Stub.answers[:] = [(502, {}, b"bad gateway")] * 3
     results = post_batch(stub, "a", [item], retries=3, timeout=10, sleep=lambda _s: None)
     assert not results[0].accepted and "gave up after 3" in (results[0].reason or "")
+    assert results[0].status == "unsent"  # never judged: not a refusal
 
 
 def test_token_buckets() -> None:
@@ -297,3 +298,51 @@ def test_health_and_metrics(tmp_path: Path) -> None:
         assert 'cf_sign_http_requests_total{method="GET",route="/trust",status="200"}' in metrics
     finally:
         server.stop()
+
+
+HIDE_SERVICE = """
+import sys
+for name in ("fastapi", "sqlalchemy", "uvicorn", "alembic", "psycopg", "prometheus_client"):
+    sys.modules[name] = None  # as on a feedstock CI runner: cf-sign without its service extra
+from signer.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_the_service_extra(tmp_path: Path) -> None:
+    """The service commands say what to install; `submit` (CI) works without the extra."""
+    import subprocess
+    import sys
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-c", HIDE_SERVICE, *args],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+
+    for args in (["serve"], ["db", "upgrade"], ["service", "token", "list"]):
+        proc = run(*args)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.count("\n") == 1 and "pip install 'cf-sign[service]'" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "cf-sign-data").exists()  # nothing written
+
+    from signer.artifacts.build import build_package
+
+    artifact = build_package(tmp_path / "bld" / "noarch", "x", "1.0", "py_0", subdir="noarch")
+    key, _, _ = generate_key("x", tmp_path / "keys")
+    proc = run("sign", str(artifact), "--feedstock", "x", "--key", f"file:{key}")
+    assert proc.returncode == 0, proc.stderr
+    # Port 9 (discard) refuses: the request fails after its one attempt, cleanly.
+    proc = run("submit", str(artifact), "--service", "http://127.0.0.1:9", "--retries", "1")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert "UNSENT   noarch/x-1.0-py_0.conda: POST http://127.0.0.1:9/v1/attestations: " in (
+        proc.stdout
+    )
+    assert "0 accepted, 0 refused, 1 unsent" in proc.stdout
+
+    # The demo runs its other steps and says what step 6 needs.
+    proc = run("demo", "--dir", str(tmp_path / "demo"))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
+    assert "OK: every record is validly signed" in proc.stdout
+    assert "(skipped: the service extra is not installed" in proc.stdout

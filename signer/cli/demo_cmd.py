@@ -125,7 +125,12 @@ def run_demo(args: argparse.Namespace) -> int:
     print("(refused, as it must be)")
 
     _step("6. The trust service on embedded defaults (SQLite file, local publish directory)")
-    _service_demo(base, repo, keys, libs, root_file)
+    from signer.cli.service_cmd import missing_service_modules
+
+    if missing_service_modules():
+        print("(skipped: the service extra is not installed: pip install 'cf-sign[service]')")
+    else:
+        _service_demo(base, repo, keys, libs, root_file)
 
     print(f"\nDone. Everything is under {base}/ (dev keys are unencrypted: demo only).")
     return 0

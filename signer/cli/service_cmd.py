@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,13 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="cache /trust answers per process this long (default 1; 0 = always ask the DB)",
     )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
-    serve.set_defaults(handler=serve_cmd)
+    serve.set_defaults(handler=_needs_service(serve_cmd))
 
     db = sub.add_parser("db", help="service database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     up = db_sub.add_parser("upgrade", help="apply the database migrations")
     _add_db_options(up, publish=False)
-    up.set_defaults(handler=db_upgrade_cmd)
+    up.set_defaults(handler=_needs_service(db_upgrade_cmd))
 
     svc = sub.add_parser("service", help="initialize and administer the trust service")
     svc_sub = svc.add_subparsers(dest="service_command", metavar="ACTION", required=True)
@@ -112,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="lifetime of the documents the service signs (default 90)",
     )
     _add_db_options(init)
-    init.set_defaults(handler=init_cmd)
+    init.set_defaults(handler=_needs_service(init_cmd))
 
     token = svc_sub.add_parser("token", help="bearer tokens of the admin API")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
@@ -126,14 +127,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     create.add_argument("--name", default="token", help="a label for the audit log")
     _add_db_options(create, publish=False)
-    create.set_defaults(handler=token_create_cmd)
+    create.set_defaults(handler=_needs_service(token_create_cmd))
     revoke = token_sub.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id", type=int, metavar="ID")
     _add_db_options(revoke, publish=False)
-    revoke.set_defaults(handler=token_revoke_cmd)
+    revoke.set_defaults(handler=_needs_service(token_revoke_cmd))
     listing = token_sub.add_parser("list", help="list tokens (never their secrets)")
     _add_db_options(listing, publish=False)
-    listing.set_defaults(handler=token_list_cmd)
+    listing.set_defaults(handler=_needs_service(token_list_cmd))
 
     refresh = svc_sub.add_parser(
         "refresh", help="re-sign documents nearing expiry and repair the publish directory"
@@ -145,17 +146,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="re-sign what expires within DAYS (default: half the documents' lifetime)",
     )
     _add_db_options(refresh)
-    refresh.set_defaults(handler=refresh_cmd)
+    refresh.set_defaults(handler=_needs_service(refresh_cmd))
 
     audit_p = svc_sub.add_parser("audit", help="the audit log")
     audit_sub = audit_p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify = audit_sub.add_parser("verify", help="check the hash chain of the audit log")
     _add_db_options(verify, publish=False)
-    verify.set_defaults(handler=audit_verify_cmd)
+    verify.set_defaults(handler=_needs_service(audit_verify_cmd))
     show = audit_sub.add_parser("show", help="print audit entries as JSON lines")
     show.add_argument("--after", type=int, default=0, metavar="SEQ")
     _add_db_options(show, publish=False)
-    show.set_defaults(handler=audit_show_cmd)
+    show.set_defaults(handler=_needs_service(audit_show_cmd))
 
     submit = sub.add_parser("submit", help="send attestations to the trust service (CI)")
     submit.add_argument("artifacts", nargs="*", metavar="ARTIFACT", type=Path)
@@ -177,6 +178,37 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 # ----------------------------------------------------------------------------- helpers
+
+# What the service commands import, from the `service` extra (feedstock CI installs cf-sign
+# without it: `sign` and `submit` need none of it).
+SERVICE_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "psycopg", "prometheus_client")
+
+
+def missing_service_modules() -> list[str]:
+    import importlib
+
+    missing = []
+    for name in SERVICE_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    return missing
+
+
+def _needs_service(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    def run(args: argparse.Namespace) -> int:
+        missing = missing_service_modules()
+        if missing:
+            raise FormatError(
+                f"cf-sign {args.command}",
+                "",
+                f"the service extra is not installed ({', '.join(missing)} missing): "
+                "pip install 'cf-sign[service]'",
+            )
+        return handler(args)
+
+    return run
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -436,7 +468,7 @@ def audit_show_cmd(args: argparse.Namespace) -> int:
 
 
 def submit_cmd(args: argparse.Namespace) -> int:
-    from signer.service.client import collect, post_all
+    from signer.service.client import UNSENT, collect, post_all
 
     if not args.service:
         raise FormatError("--service", "URL", f"required (or set ${ENV_SERVICE_URL})")
@@ -448,14 +480,14 @@ def submit_cmd(args: argparse.Namespace) -> int:
     results = post_all(
         args.service, batches, retries=args.retries, timeout=args.timeout, batch=args.batch
     )
-    refused = 0
     if args.json:
         print(json.dumps([r.to_json() for r in results], indent=2, sort_keys=True))
-    for result in results:
-        refused += not result.accepted
-        if not args.json:
+    else:
+        for result in results:
             print(result.line())
+    accepted = sum(r.accepted for r in results)
+    unsent = sum(r.status == UNSENT for r in results)
+    refused = len(results) - accepted - unsent
     if not args.json:
-        accepted = len(results) - refused
-        print(f"{accepted} accepted, {refused} refused")
-    return 1 if refused else 0
+        print(f"{accepted} accepted, {refused} refused" + (f", {unsent} unsent" if unsent else ""))
+    return 0 if accepted == len(results) else 1

@@ -21,6 +21,7 @@ from signer.trust.errors import FormatError
 from signer.trust.jsonload import MAX_SIDECAR, load_json, read_file
 
 MAX_BACKOFF = 30.0
+UNSENT = "unsent"  # the service never judged it (unreachable, 5xx, 429 until we gave up)
 
 
 @dataclass
@@ -44,6 +45,8 @@ class SubmitResult:
         if self.accepted:
             keys = ",".join(k[:16] for k in self.keyids)
             return f"ACCEPTED {self.artifact}  ({self.status}; key {keys})"
+        if self.status == UNSENT:
+            return f"UNSENT   {self.artifact}: {self.reason}"
         return f"REFUSED  {self.artifact}: {self.check}: {self.reason}"
 
     def to_json(self) -> dict[str, Any]:
@@ -173,8 +176,8 @@ def post_batch(
                 )
             )
         return results
-    why = f"gave up after {retries} attempt(s): {reason}"
-    return [SubmitResult(s.artifact, False, "refused", "service", why) for s in items]
+    why = f"POST {url}: gave up after {retries} attempt(s): {reason}"
+    return [SubmitResult(s.artifact, False, UNSENT, "service", why) for s in items]
 
 
 def post_all(
