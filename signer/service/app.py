@@ -164,7 +164,8 @@ def create_app(settings: Settings) -> FastAPI:
 
     # Each added middleware wraps the ones before: metrics see every answer (413s from the
     # body limit, and the /trust fast path, which answers before FastAPI's routing).
-    app.add_middleware(TrustFastPath, files=state.trust_files)
+    if settings.trust_fast_path:
+        app.add_middleware(TrustFastPath, files=state.trust_files)
     app.add_middleware(BodyLimit, settings=settings)
     app.add_middleware(_MetricsMiddleware, metrics=state.metrics)
     return app
