@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 import httpx
 import pytest
 from sqlalchemy import select
-from test_service_support import World, make_world, run_cli
+from test_service_support import Server, World, make_world, run_cli, wait_for
 
 from signer.ceremony.devrepo import make_dev_trust_repo
 from signer.fetch import LocalSource
@@ -128,6 +129,47 @@ def test_refresh_and_repair(world: World) -> None:
     finally:
         db.dispose()
     assert (world.publish_dir / INDEX_PATH).read_bytes() == stored
+
+
+def test_server_refreshes_documents_nearing_expiry(tmp_path: Path) -> None:
+    """The periodic refresh inside `cf-sign serve`: short-lived documents get re-signed."""
+    repo = make_dev_trust_repo(tmp_path / "dev")
+    db, pub = _sqlite(tmp_path), tmp_path / "published"
+    code, out = _init(db, pub, repo.root_file, repo.keyref("key_mgr"), repo.keyref("pkg_mgr"))
+    assert code == 0, out
+    server = Server(db, pub, tmp_path / "serve.log", ("--refresh-interval", "0.3")).start()
+    try:
+
+        def version(path: str) -> int:
+            signed = httpx.get(f"{server.url}/trust/{path}").json()["signed"]
+            return int(signed["version"])
+
+        assert version("key_mgr.json") == 1
+        # Nothing is near expiry yet (90 days): the server leaves the documents alone...
+        time.sleep(1.0)
+        assert version("key_mgr.json") == 1
+        # ...until their lifetime is cut short (as if 45 days had passed): a refresh within
+        # half of 90 days re-signs them, from inside the server, without being asked.
+        _shorten_expiry(db, "key_mgr.json", days=1)
+        wait_for(lambda: version("key_mgr.json") == 2, timeout=20)
+        assert version("pkg_mgr.json") == 1  # only what was near expiry
+    finally:
+        server.stop()
+    code, out, err = run_cli("service", "audit", "show", "--db", db)
+    assert code == 0, err
+    assert '"actor": "refresh"' in out and "documents.refresh" in out, out
+
+
+def _shorten_expiry(db_url: str, path: str, days: int) -> None:
+    """Make the stored document look older: the refresh judges by the recorded expiration."""
+    db = Database(db_url)
+    try:
+        with db.write() as session, session.begin():
+            doc = session.get(Document, path)
+            assert doc is not None
+            doc.expiration = format_time(system_clock() + timedelta(days=days))
+    finally:
+        db.dispose()
 
 
 def _verify_dir(world: World, directory: Path, feedstock: str) -> int:
