@@ -388,3 +388,29 @@ def test_without_the_service_extra(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr
     assert "OK: every record is validly signed" in proc.stdout
     assert "(skipped: the service extra is not installed" in proc.stdout
+
+
+def test_serve_with_worker_processes(world: World) -> None:
+    """`--workers 2`: uvicorn's worker processes rebuild the settings from the environment."""
+    from signer.service.config import export_env, load_settings
+
+    settings = load_settings(world.db_url, world.publish_dir, env={}).with_overrides(
+        rate_per_second=2.5, rate_burst=7, refresh_interval=0.0, trust_cache_seconds=0.25
+    )
+    assert load_settings(env=export_env(settings)) == settings
+
+    server = world.server("--workers", "2", "--rate-limit", "2.5/7")
+    _, pub = world.feedstock_key("multi")
+    answer = httpx.post(
+        f"{server.url}/v1/admin/feedstocks",
+        json={"name": "multi", "outputs": ["multi"], "keys": [pub]},
+        headers={"Authorization": f"Bearer {world.registrar_token}"},
+        timeout=60,
+    )
+    assert answer.status_code == 201, answer.text
+    version = answer.json()["published"][INDEX_PATH]
+    # Whichever worker answers, within its 1 s cache it serves the new index.
+    time.sleep(1.1)
+    for _ in range(6):
+        index = httpx.get(f"{server.url}/trust/{INDEX_PATH}").json()
+        assert index["signed"]["version"] == version
