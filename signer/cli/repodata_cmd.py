@@ -95,7 +95,7 @@ def repodata_sign(args: argparse.Namespace) -> int:
     signatures = sign_repodata(split, key, mamba, jobs=args.jobs or default_jobs())
     count = len(signatures)
     output = args.output or args.repodata
-    write_atomic(output, split.to_bytes(signatures))
+    write_atomic(output, split.to_pieces(signatures))
     elapsed = time.perf_counter() - started
     profiles = "conda + mamba profiles" if mamba else "conda profile"
     print(f"signed {count} records ({profiles}) -> {output}  [{elapsed:.2f} s]")

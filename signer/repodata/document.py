@@ -49,10 +49,20 @@ class SplitRepodata:
 
     def to_bytes(self, signatures: dict[str, Any]) -> bytes:
         """The document with `signatures` replaced; every other member byte-identical."""
-        members = {k: bytes(v) for k, v in self.top.items() if k != "signatures"}
+        return b"".join(self.to_pieces(signatures))
+
+    def to_pieces(self, signatures: dict[str, Any]) -> list[bytes | memoryview]:
+        """`to_bytes` as pieces to write one after another: the records are not copied."""
+        members: dict[str, bytes | msgspec.Raw] = {
+            k: v for k, v in self.top.items() if k != "signatures"
+        }
         members["signatures"] = orjson.dumps(signatures, option=orjson.OPT_SORT_KEYS)
-        body = b",\n".join(orjson.dumps(k) + b": " + members[k] for k in sorted(members))
-        return b"{\n" + body + b"\n}\n"
+        pieces: list[bytes | memoryview] = [b"{\n"]
+        for i, name in enumerate(sorted(members)):
+            pieces.append((b",\n" if i else b"") + orjson.dumps(name) + b": ")
+            pieces.append(memoryview(members[name]))  # the bytes as read, not copied
+        pieces.append(b"\n}\n")
+        return pieces
 
 
 def _decode_map(raw: bytes | msgspec.Raw, source: str, field: str) -> _RawMap:

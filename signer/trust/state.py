@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from signer.trust.errors import FormatError, RollbackError
@@ -12,15 +13,21 @@ _VERSIONS = "versions.json"
 _ROOT = "root.json"
 
 
-def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Temp file, fsync, rename: a reader sees the old file or the new one, never half."""
+def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview], mode: int = 0o644) -> None:
+    """Temp file, fsync, rename: a reader sees the old file or the new one, never half.
+
+    `data` may be a sequence of pieces (a big document is written without joining it).
+    """
     import tempfile  # only writers pay for it; verifiers mostly read
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            if isinstance(data, bytes):
+                handle.write(data)
+            else:
+                handle.writelines(data)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
