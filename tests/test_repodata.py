@@ -15,6 +15,7 @@ from signer.repodata.document import read_repodata
 from signer.repodata.profiles import mamba_message, mamba_subset
 from signer.repodata.verify import verify_repodata
 from signer.trust import KeyMgr, parse_metadata
+from signer.trust.errors import FormatError
 from tests.conftest import VECTORS, CliResult
 
 CCT = VECTORS / "conda-content-trust"
@@ -190,3 +191,31 @@ def test_missing_file_and_output_option(cli: Cli, dev_repo: DevTrustRepo, tmp_pa
     out = tmp_path / "signed.json"
     assert cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr"), "-o", out).code == 0
     assert path.read_bytes() == before and "signatures" in json.loads(out.read_text())
+
+
+def test_verifying_read_matches_the_full_read(
+    cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
+) -> None:
+    """`members=False` (one pass, for verify) sees the same records and signatures."""
+    path = _sample(tmp_path)
+    assert cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr")).code == 0
+    doc = json.loads(path.read_text())
+    doc["x-unknown-member"] = {"kept": True}  # the fast read skips it; the full read keeps it
+    path.write_text(json.dumps(doc, indent=1))
+    full, fast = read_repodata(path), read_repodata(path, members=False)
+    assert fast.complete is False and full.complete is True
+    as_tuples = [(r.section, r.filename, bytes(r.raw)) for r in full.records]
+    assert [(r.section, r.filename, bytes(r.raw)) for r in fast.records] == as_tuples
+    assert {k: bytes(v) for k, v in fast.signatures.items()} == {
+        k: bytes(v) for k, v in full.signatures.items()
+    }
+    assert fast.subdir == full.subdir != "unknown"
+    assert "x-unknown-member" in full.top and "x-unknown-member" not in fast.top
+    with pytest.raises(ValueError, match="cannot be written back"):
+        fast.to_bytes({})
+    assert _verify(cli, dev_repo, path).code == 0
+    # What the one pass cannot read gets the full read's message, naming the member.
+    doc["packages"] = []
+    path.write_text(json.dumps(doc))
+    with pytest.raises(FormatError, match="packages: expected a JSON object"):
+        read_repodata(path, members=False)

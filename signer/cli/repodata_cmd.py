@@ -123,7 +123,7 @@ def repodata_verify(args: argparse.Namespace) -> int:
     from signer.repodata.parallel import default_jobs
     from signer.repodata.verify import verify_repodata
 
-    split = read_repodata(args.repodata)
+    split = read_repodata(args.repodata, members=False)
     _, _, root, key_mgr = load_trust(args)
     pkg_mgr = key_mgr.meta.pkg_mgr_keys
     progress, advance = _progress(len(split.records))
