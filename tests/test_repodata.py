@@ -219,3 +219,22 @@ def test_verifying_read_matches_the_full_read(
     path.write_text(json.dumps(doc))
     with pytest.raises(FormatError, match="packages: expected a JSON object"):
         read_repodata(path, members=False)
+
+
+def test_signature_entries_are_read_strictly() -> None:
+    """Only 128 lowercase hex digits count; any other shape is a bad or missing signature."""
+    import msgspec
+
+    from signer.repodata.verify import _decode, _entries
+
+    good = "0123456789abcdef" * 8
+    assert _decode({"signature": good}) == bytes.fromhex(good)
+    for bad in (good.upper(), good[:-2] + "  ", good[:-1], good + "00", "g" * 128,
+                "\u0661" * 128, 5, None):  # fmt: skip
+        assert _decode({"signature": bad}) is None, bad
+    key = "ab" * 32
+    typed = _entries(msgspec.Raw(f'{{"{key}": {{"signature": "{good}", "x": 1}}}}'.encode()))
+    assert typed is not None and _decode(typed[key]) == bytes.fromhex(good)
+    odd = _entries(msgspec.Raw(f'{{"{key}": {{"signature": 7}}, "k2": []}}'.encode()))
+    assert odd is not None and _decode(odd[key]) is None and _decode(odd["k2"]) is None
+    assert _entries(msgspec.Raw(b"[]")) is None and _entries(msgspec.Raw(b'"x"')) is None

@@ -134,7 +134,7 @@ def read_repodata(path: Path, *, members: bool = True) -> SplitRepodata:
 
 def parse_record(item: RawRecord, source: str) -> dict[str, Any]:
     try:
-        record = orjson.loads(bytes(item.raw))
+        record = orjson.loads(memoryview(item.raw))  # no copy of the record's bytes
     except orjson.JSONDecodeError:  # e.g. integers beyond 64 bits: the reference parser
         record = json.loads(bytes(item.raw))
     if not isinstance(record, dict):

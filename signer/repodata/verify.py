@@ -8,10 +8,10 @@ record's name/version/build and reported separately from signature validity.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+import msgspec
 import orjson
 
 from signer.repodata.document import SplitRepodata, parse_record
@@ -19,8 +19,6 @@ from signer.repodata.parallel import map_ranges
 from signer.repodata.profiles import conda_message, mamba_message
 from signer.trust.ed25519 import verify_raw
 from signer.trust.metadata import Delegation
-
-_SIG_HEX = re.compile(r"\A[0-9a-f]{128}\Z")
 
 
 class Failure(NamedTuple):
@@ -79,11 +77,37 @@ def file_name_problem(filename: str, record: dict[str, Any]) -> str | None:
     return None
 
 
+class _SignatureEntry(msgspec.Struct):
+    """`{"signature": "<128 hex>", ...}`: other members (e.g. other_headers) are ignored."""
+
+    signature: str
+
+
+# A record's `signatures` entry, {keyid: {"signature": ...}}, decoded without building dicts.
+_ENTRIES = msgspec.json.Decoder(dict[str, _SignatureEntry])
+
+
+def _entries(raw: msgspec.Raw) -> dict[str, Any] | None:
+    """keyid -> entry, or None when the member is not an object (the record is unsigned)."""
+    try:
+        return _ENTRIES.decode(raw)
+    except msgspec.DecodeError:  # an entry of another shape: the generic path judges it
+        value = orjson.loads(memoryview(raw))
+        return value if isinstance(value, dict) else None
+
+
 def _decode(entry: object) -> bytes | None:
-    sig = entry.get("signature") if isinstance(entry, dict) else None
-    if not isinstance(sig, str) or not _SIG_HEX.match(sig):
+    if type(entry) is _SignatureEntry:
+        sig: object = entry.signature
+    else:
+        sig = entry.get("signature") if isinstance(entry, dict) else None
+    if not isinstance(sig, str) or len(sig) != 128 or not (sig.islower() or sig.isdigit()):
+        return None  # 128 lowercase hex digits and nothing else
+    try:
+        raw = bytes.fromhex(sig)
+    except ValueError:
         return None
-    return bytes.fromhex(sig)
+    return raw if len(raw) == 64 else None  # fromhex skips spaces: the length tells
 
 
 _Key = tuple[str, bytes]
@@ -145,8 +169,8 @@ def verify_repodata(
                 mismatches += 1
                 failures.append(Failure(filename, "file-name", problem))
             raw_sigs = raw_signatures.get(filename)
-            sigs = orjson.loads(bytes(raw_sigs)) if raw_sigs is not None else None
-            if not isinstance(sigs, dict) or not any(k in sigs for k, _ in keys):
+            sigs = _entries(raw_sigs) if raw_sigs is not None else None
+            if sigs is None or not any(k in sigs for k, _ in keys):
                 unsigned += 1
                 failures.append(Failure(filename, "unsigned", "no signature by a pkg_mgr key"))
                 continue
