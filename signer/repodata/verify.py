@@ -161,6 +161,7 @@ def verify_repodata(
         valid = invalid = unsigned = mamba_only = mamba_valid = mismatches = 0
         failures: list[Failure] = []
         order = list(keys)
+        one_will_do = threshold == 1 and not check_mamba
         for item in records[start:end]:
             filename = item.filename
             record = parse_record(item, split.source)
@@ -170,6 +171,12 @@ def verify_repodata(
                 failures.append(Failure(filename, "file-name", problem))
             raw_sigs = raw_signatures.get(filename)
             sigs = _entries(raw_sigs) if raw_sigs is not None else None
+            if one_will_do and sigs is not None and order[0][0] in sigs:
+                # The common case, threshold 1: the key that signed the last record.
+                sig = _decode(sigs[order[0][0]])
+                if sig is not None and verify_raw(order[0][1], sig, conda_message(record)):
+                    valid += 1
+                    continue
             if sigs is None or not any(k in sigs for k, _ in keys):
                 unsigned += 1
                 failures.append(Failure(filename, "unsigned", "no signature by a pkg_mgr key"))
