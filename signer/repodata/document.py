@@ -132,14 +132,34 @@ def read_repodata(path: Path, *, members: bool = True) -> SplitRepodata:
     return SplitRepodata(source, top, records, signatures)
 
 
+class _HasFloat(Exception):
+    pass
+
+
+def _refuse_float(_literal: str) -> float:
+    raise _HasFloat
+
+
+# Records hold strings, integers, lists and objects; a float sends the record down the
+# reference path (json), whose canonical bytes differ from orjson's for floats.
+_float_free_records = msgspec.json.Decoder(float_hook=_refuse_float)
+
+
 def parse_record(item: RawRecord, source: str) -> dict[str, Any]:
+    return parse_record_checked(item, source)[0]
+
+
+def parse_record_checked(item: RawRecord, source: str) -> tuple[dict[str, Any], bool]:
+    """(record, float-free): float-free records may skip `canonical_bytes_fast`'s check."""
     try:
-        record = orjson.loads(memoryview(item.raw))  # no copy of the record's bytes
-    except orjson.JSONDecodeError:  # e.g. integers beyond 64 bits: the reference parser
+        record = _float_free_records.decode(item.raw)
+        float_free = True
+    except (_HasFloat, msgspec.DecodeError):  # the reference parser decides
         record = json.loads(bytes(item.raw))
+        float_free = False
     if not isinstance(record, dict):
         raise FormatError(source, f"{item.section}.{item.filename}", "record is not an object")
-    return record
+    return record, float_free
 
 
 def iter_records(split: SplitRepodata) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -17,8 +17,8 @@ from signer.trust.canonical import canonical_bytes_fast
 _MAX_SECONDS = 253402300799
 
 
-def conda_message(record: dict[str, Any]) -> bytes:
-    return canonical_bytes_fast(record)
+def conda_message(record: dict[str, Any], *, float_free: bool = False) -> bytes:
+    return canonical_bytes_fast(record, float_free=float_free)
 
 
 def mamba_subset(record: dict[str, Any]) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from signer.repodata.document import SplitRepodata, parse_record
+from signer.repodata.document import SplitRepodata, parse_record_checked
 from signer.repodata.parallel import map_ranges
 from signer.repodata.profiles import conda_message, mamba_message
 from signer.trust.signing import MessageSigner
@@ -23,8 +23,8 @@ def sign_repodata(
     def sign_range(start: int, end: int) -> list[tuple[str, str | None]]:
         out: list[tuple[str, str | None]] = []
         for item in records[start:end]:
-            record = parse_record(item, split.source)
-            conda = key.sign_message(conda_message(record)).hex()
+            record, float_free = parse_record_checked(item, split.source)
+            conda = key.sign_message(conda_message(record, float_free=float_free)).hex()
             mamba = mamba_key.sign_message(mamba_message(record)).hex() if mamba_key else None
             out.append((conda, mamba))
         return out

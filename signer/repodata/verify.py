@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import msgspec
 import orjson
 
-from signer.repodata.document import SplitRepodata, parse_record
+from signer.repodata.document import SplitRepodata, parse_record_checked
 from signer.repodata.parallel import map_ranges
 from signer.repodata.profiles import conda_message, mamba_message
 from signer.trust.ed25519 import verify_raw
@@ -101,13 +101,14 @@ def _decode(entry: object) -> bytes | None:
         sig: object = entry.signature
     else:
         sig = entry.get("signature") if isinstance(entry, dict) else None
-    if not isinstance(sig, str) or len(sig) != 128 or not (sig.islower() or sig.isdigit()):
-        return None  # 128 lowercase hex digits and nothing else
+    if not isinstance(sig, str) or len(sig) != 128:
+        return None
     try:
         raw = bytes.fromhex(sig)
     except ValueError:
         return None
-    return raw if len(raw) == 64 else None  # fromhex skips spaces: the length tells
+    # 128 lowercase hex digits and nothing else: fromhex also takes uppercase and spaces.
+    return raw if raw.hex() == sig else None
 
 
 _Key = tuple[str, bytes]
@@ -164,7 +165,7 @@ def verify_repodata(
         one_will_do = threshold == 1 and not check_mamba
         for item in records[start:end]:
             filename = item.filename
-            record = parse_record(item, split.source)
+            record, float_free = parse_record_checked(item, split.source)
             problem = file_name_problem(filename, record)
             if problem is not None:
                 mismatches += 1
@@ -174,7 +175,8 @@ def verify_repodata(
             if one_will_do and sigs is not None and order[0][0] in sigs:
                 # The common case, threshold 1: the key that signed the last record.
                 sig = _decode(sigs[order[0][0]])
-                if sig is not None and verify_raw(order[0][1], sig, conda_message(record)):
+                message = conda_message(record, float_free=float_free)
+                if sig is not None and verify_raw(order[0][1], sig, message):
                     valid += 1
                     continue
             if sigs is None or not any(k in sigs for k, _ in keys):

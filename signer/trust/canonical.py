@@ -51,9 +51,13 @@ def canonical_bytes(obj: Any) -> bytes:
     return json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=True).encode("utf-8")
 
 
-def canonical_bytes_fast(obj: Any) -> bytes:
-    """Canonical bytes of `obj`, identical to `canonical_bytes`, via orjson."""
-    if _float_free(obj):
+def canonical_bytes_fast(obj: Any, *, float_free: bool = False) -> bytes:
+    """Canonical bytes of `obj`, identical to `canonical_bytes`, via orjson.
+
+    `float_free=True` says the caller knows `obj` holds no float (e.g. its parser refused
+    them), which spares the walk that checks.
+    """
+    if float_free or _float_free(obj):
         orjson = _orjson or _load_orjson()
         try:
             out = orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
