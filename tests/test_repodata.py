@@ -238,3 +238,26 @@ def test_signature_entries_are_read_strictly() -> None:
     odd = _entries(msgspec.Raw(f'{{"{key}": {{"signature": 7}}, "k2": []}}'.encode()))
     assert odd is not None and _decode(odd[key]) is None and _decode(odd["k2"]) is None
     assert _entries(msgspec.Raw(b"[]")) is None and _entries(msgspec.Raw(b'"x"')) is None
+
+
+def test_record_messages_match_the_reference_on_random_records() -> None:
+    """Parsing (msgspec, floats refused) + canonical bytes == json.loads + json.dumps."""
+    import random
+
+    import msgspec
+
+    from signer.repodata.document import RawRecord, parse_record_checked
+    from signer.repodata.profiles import conda_message
+    from signer.trust.canonical import canonical_bytes
+    from tests.test_trust_core import _random_value
+
+    rng = random.Random(11)
+    kinds = set()
+    for _ in range(2000):
+        record = {"name": "x", "r": _random_value(rng)}
+        raw = msgspec.Raw(json.dumps(record).encode())
+        parsed, float_free = parse_record_checked(RawRecord("packages", "x-1-0.conda", raw), "t")
+        kinds.add(float_free)
+        expected = canonical_bytes(json.loads(bytes(raw)))
+        assert conda_message(parsed, float_free=float_free) == expected
+    assert kinds == {True, False}  # both paths were taken
