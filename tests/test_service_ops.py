@@ -414,3 +414,27 @@ def test_serve_with_worker_processes(world: World) -> None:
     for _ in range(6):
         index = httpx.get(f"{server.url}/trust/{INDEX_PATH}").json()
         assert index["signed"]["version"] == version
+
+
+def test_serve_refuses_what_it_cannot_use(tmp_path: Path) -> None:
+    """A database it cannot reach, a port in use: one line and exit 2, before uvicorn."""
+    import socket
+
+    from test_service_support import run_process
+
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run_process("serve", "--db", db, "--port", port)
+        assert code == 2 and "--port" in err and "in use" in err, err
+        assert err.count("\n") == 1 and "Traceback" not in err
+    code, _, err = run_process(
+        "serve", "--db", "postgresql://nobody@127.0.0.1:1/none", "--port", "0"
+    )
+    assert code == 2, err
+    assert err.startswith("cf-sign: error: 127.0.0.1:1/none: --db: cannot use the database")
+    assert "Traceback" not in err and "nobody" not in err  # no credentials echoed
+    code, _, err = run_process("serve", "--db", db, "--workers", "0")
+    assert code == 2 and "--workers" in err

@@ -273,6 +273,20 @@ def serve_cmd(args: argparse.Namespace) -> int:
         if args.trust_cache < 0:
             raise FormatError(str(args.trust_cache), "--trust-cache", "must be >= 0")
         settings = settings.with_overrides(trust_cache_seconds=args.trust_cache)
+    if args.workers < 1:
+        raise FormatError(str(args.workers), "--workers", "must be >= 1")
+    _check_port(args.host, args.port)
+
+    def preflight() -> int:
+        # Reach the database and migrate it here, where a failure is one line (exit 2);
+        # inside uvicorn's start-up it would be a traceback. The servers' own start-up
+        # then finds the schema current.
+        from signer.service.db.migrate import upgrade
+
+        upgrade(_database(args))
+        return 0
+
+    _run_db(args, preflight)
     sys.stderr.write(
         f"cf-sign serve: database {settings.db_url.split('@')[-1]}, "
         f"publishing to {settings.publish_dir}, http://{args.host}:{args.port}/\n"
@@ -299,6 +313,25 @@ def serve_cmd(args: argparse.Namespace) -> int:
         access_log=args.log_level == "debug",
     )
     return 0
+
+
+def _check_port(host: str, port: int) -> None:
+    """Refuse at once (exit 2) an address that cannot be listened on."""
+    import socket
+
+    if not 0 <= port < 65536:
+        raise FormatError(str(port), "--port", "expected 0 (any free port) to 65535")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise FormatError(host, "--host", f"cannot resolve: {exc.strerror}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise FormatError(f"{host}:{port}", "--port", exc.strerror or str(exc)) from None
 
 
 def db_upgrade_cmd(args: argparse.Namespace) -> int:
