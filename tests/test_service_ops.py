@@ -436,5 +436,7 @@ def test_serve_refuses_what_it_cannot_use(tmp_path: Path) -> None:
     assert code == 2, err
     assert err.startswith("cf-sign: error: 127.0.0.1:1/none: --db: cannot use the database")
     assert "Traceback" not in err and "nobody" not in err  # no credentials echoed
+    code, _, err = run_process("service", "audit", "verify", "--db", "postgresql://x@127.0.0.1:1/n")
+    assert code == 2 and "cannot use the database" in err and "Traceback" not in err, err
     code, _, err = run_process("serve", "--db", db, "--workers", "0")
     assert code == 2 and "--workers" in err

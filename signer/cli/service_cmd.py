@@ -68,13 +68,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="cache /trust answers per process this long (default 1; 0 = always ask the DB)",
     )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
-    serve.set_defaults(handler=_needs_service(serve_cmd))
+    serve.set_defaults(handler=_service_command(serve_cmd))
 
     db = sub.add_parser("db", help="service database maintenance")
     db_sub = db.add_subparsers(dest="db_command", metavar="ACTION", required=True)
     up = db_sub.add_parser("upgrade", help="apply the database migrations")
     _add_db_options(up, publish=False)
-    up.set_defaults(handler=_needs_service(db_upgrade_cmd))
+    up.set_defaults(handler=_service_command(db_upgrade_cmd))
 
     svc = sub.add_parser("service", help="initialize and administer the trust service")
     svc_sub = svc.add_subparsers(dest="service_command", metavar="ACTION", required=True)
@@ -113,7 +113,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="lifetime of the documents the service signs (default 90)",
     )
     _add_db_options(init)
-    init.set_defaults(handler=_needs_service(init_cmd))
+    init.set_defaults(handler=_service_command(init_cmd))
 
     token = svc_sub.add_parser("token", help="bearer tokens of the admin API")
     token_sub = token.add_subparsers(dest="token_command", metavar="ACTION", required=True)
@@ -127,14 +127,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     create.add_argument("--name", default="token", help="a label for the audit log")
     _add_db_options(create, publish=False)
-    create.set_defaults(handler=_needs_service(token_create_cmd))
+    create.set_defaults(handler=_service_command(token_create_cmd))
     revoke = token_sub.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id", type=int, metavar="ID")
     _add_db_options(revoke, publish=False)
-    revoke.set_defaults(handler=_needs_service(token_revoke_cmd))
+    revoke.set_defaults(handler=_service_command(token_revoke_cmd))
     listing = token_sub.add_parser("list", help="list tokens (never their secrets)")
     _add_db_options(listing, publish=False)
-    listing.set_defaults(handler=_needs_service(token_list_cmd))
+    listing.set_defaults(handler=_service_command(token_list_cmd))
 
     refresh = svc_sub.add_parser(
         "refresh", help="re-sign documents nearing expiry and repair the publish directory"
@@ -146,17 +146,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="re-sign what expires within DAYS (default: half the documents' lifetime)",
     )
     _add_db_options(refresh)
-    refresh.set_defaults(handler=_needs_service(refresh_cmd))
+    refresh.set_defaults(handler=_service_command(refresh_cmd))
 
     audit_p = svc_sub.add_parser("audit", help="the audit log")
     audit_sub = audit_p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify = audit_sub.add_parser("verify", help="check the hash chain of the audit log")
     _add_db_options(verify, publish=False)
-    verify.set_defaults(handler=_needs_service(audit_verify_cmd))
+    verify.set_defaults(handler=_service_command(audit_verify_cmd))
     show = audit_sub.add_parser("show", help="print audit entries as JSON lines")
     show.add_argument("--after", type=int, default=0, metavar="SEQ")
     _add_db_options(show, publish=False)
-    show.set_defaults(handler=_needs_service(audit_show_cmd))
+    show.set_defaults(handler=_service_command(audit_show_cmd))
 
     submit = sub.add_parser("submit", help="send attestations to the trust service (CI)")
     submit.add_argument("artifacts", nargs="*", metavar="ARTIFACT", type=Path)
@@ -196,7 +196,10 @@ def missing_service_modules() -> list[str]:
     return missing
 
 
-def _needs_service(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+def _service_command(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    """A service command: the extra must be installed, a database it cannot use is a
+    one-line error (exit 2), and the databases it opened are closed when it ends."""
+
     def run(args: argparse.Namespace) -> int:
         missing = missing_service_modules()
         if missing:
@@ -206,7 +209,17 @@ def _needs_service(handler: Callable[[argparse.Namespace], int]) -> Callable[...
                 f"the service extra is not installed ({', '.join(missing)} missing): "
                 "pip install 'cf-sign[service]'",
             )
-        return handler(args)
+        from sqlalchemy.exc import OperationalError
+
+        try:
+            return handler(args)
+        except OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            where = _settings(args).db_url.split("@")[-1]
+            raise FormatError(where, "--db", f"cannot use the database: {reason}") from None
+        finally:
+            while _OPEN:
+                _OPEN.pop().dispose()
 
     return run
 
@@ -237,24 +250,6 @@ def _publisher(args: argparse.Namespace) -> Any:
     return Publisher(db, _settings(args).publish_dir)
 
 
-def _database_error(exc: Exception, settings_db: str) -> FormatError:
-    return FormatError(settings_db.split("@")[-1], "--db", f"cannot use the database: {exc}")
-
-
-def _run_db(args: argparse.Namespace, func: Any) -> int:
-    """Run `func()`, turning database connection failures into one-line errors (exit 2)."""
-    from sqlalchemy.exc import OperationalError
-
-    try:
-        return int(func())
-    except OperationalError as exc:
-        reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-        raise _database_error(Exception(reason), _settings(args).db_url) from None
-    finally:
-        while _OPEN:
-            _OPEN.pop().dispose()
-
-
 # ----------------------------------------------------------------------------- serve, db
 
 
@@ -277,16 +272,13 @@ def serve_cmd(args: argparse.Namespace) -> int:
         raise FormatError(str(args.workers), "--workers", "must be >= 1")
     _check_port(args.host, args.port)
 
-    def preflight() -> int:
-        # Reach the database and migrate it here, where a failure is one line (exit 2);
-        # inside uvicorn's start-up it would be a traceback. The servers' own start-up
-        # then finds the schema current.
-        from signer.service.db.migrate import upgrade
+    # Reach the database and migrate it here, where a failure is one line (exit 2); inside
+    # uvicorn's start-up it would be a traceback. The servers then find the schema current.
+    from signer.service.db.migrate import upgrade
 
-        upgrade(_database(args))
-        return 0
-
-    _run_db(args, preflight)
+    upgrade(_database(args))
+    while _OPEN:  # not held open while serving
+        _OPEN.pop().dispose()
     sys.stderr.write(
         f"cf-sign serve: database {settings.db_url.split('@')[-1]}, "
         f"publishing to {settings.publish_dir}, http://{args.host}:{args.port}/\n"
@@ -335,14 +327,11 @@ def _check_port(host: str, port: int) -> None:
 
 
 def db_upgrade_cmd(args: argparse.Namespace) -> int:
-    def run() -> int:
-        from signer.service.db.migrate import upgrade
+    from signer.service.db.migrate import upgrade
 
-        before, after = upgrade(_database(args))
-        print(f"database at revision {after}" + (f" (was {before})" if before != after else ""))
-        return 0
-
-    return _run_db(args, run)
+    before, after = upgrade(_database(args))
+    print(f"database at revision {after}" + (f" (was {before})" if before != after else ""))
+    return 0
 
 
 # ----------------------------------------------------------------------------- service
@@ -356,28 +345,23 @@ def _print_change(change: Any) -> None:
 
 
 def init_cmd(args: argparse.Namespace) -> int:
+    from signer.service.bootstrap import initialize
     from signer.trust.jsonload import MAX_DELEGATING, read_file
 
     roots = [(path, read_file(path, MAX_DELEGATING)) for path in _flatten(args.root)]
-
-    def run() -> int:
-        from signer.service.bootstrap import initialize
-
-        change = initialize(
-            _publisher(args),
-            roots,
-            args.key_mgr_key,
-            args.pkg_mgr_key,
-            pkg_mgr_threshold=args.pkg_mgr_threshold,
-            bins=args.bins,
-            expires_days=args.expires,
-            actor=f"cli ({_user()})",
-        )
-        _print_change(change)
-        print(f"service initialized; trust repository in {_settings(args).publish_dir}")
-        return 0
-
-    return _run_db(args, run)
+    change = initialize(
+        _publisher(args),
+        roots,
+        args.key_mgr_key,
+        args.pkg_mgr_key,
+        pkg_mgr_threshold=args.pkg_mgr_threshold,
+        bins=args.bins,
+        expires_days=args.expires,
+        actor=f"cli ({_user()})",
+    )
+    _print_change(change)
+    print(f"service initialized; trust repository in {_settings(args).publish_dir}")
+    return 0
 
 
 def _user() -> str:
@@ -390,111 +374,93 @@ def _user() -> str:
 
 
 def token_create_cmd(args: argparse.Namespace) -> int:
-    def run() -> int:
-        from signer.service.tokens import create_token
+    from signer.service.tokens import create_token
 
-        publisher = _publisher(args)
-        with publisher.change(f"cli ({_user()})", needs_config=False) as change:
-            token, secret = create_token(change, args.name, args.scope)
-        sys.stderr.write(
-            f"token {token.id} ({token.name}, scopes: {token.scopes}); shown once, "
-            "store it as a secret:\n"
-        )
-        print(secret)
-        return 0
-
-    return _run_db(args, run)
+    publisher = _publisher(args)
+    with publisher.change(f"cli ({_user()})", needs_config=False) as change:
+        token, secret = create_token(change, args.name, args.scope)
+    sys.stderr.write(
+        f"token {token.id} ({token.name}, scopes: {token.scopes}); shown once, "
+        "store it as a secret:\n"
+    )
+    print(secret)
+    return 0
 
 
 def token_revoke_cmd(args: argparse.Namespace) -> int:
-    def run() -> int:
-        from signer.service.tokens import revoke_token
+    from signer.service.tokens import revoke_token
 
-        publisher = _publisher(args)
-        with publisher.change(f"cli ({_user()})", needs_config=False) as change:
-            token = revoke_token(change, args.token_id)
-        if token is None:
-            raise FormatError(str(args.token_id), "ID", "no such live token")
-        print(f"revoked token {token.id} ({token.name})")
-        return 0
-
-    return _run_db(args, run)
+    publisher = _publisher(args)
+    with publisher.change(f"cli ({_user()})", needs_config=False) as change:
+        token = revoke_token(change, args.token_id)
+    if token is None:
+        raise FormatError(str(args.token_id), "ID", "no such live token")
+    print(f"revoked token {token.id} ({token.name})")
+    return 0
 
 
 def token_list_cmd(args: argparse.Namespace) -> int:
-    def run() -> int:
-        from sqlalchemy import select
+    from sqlalchemy import select
 
-        from signer.cli.common import print_table
-        from signer.service.db.models import Token
+    from signer.cli.common import print_table
+    from signer.service.db.models import Token
 
-        publisher = _publisher(args)
-        with publisher.db.read() as session:
-            rows = [["ID", "NAME", "SCOPES", "CREATED", "REVOKED"]]
-            for t in session.scalars(select(Token).order_by(Token.id)):
-                revoked = t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-"
-                created = t.created_at.isoformat(timespec="seconds")
-                rows.append([str(t.id), t.name, t.scopes, created, revoked])
-        print_table(rows)
-        return 0
-
-    return _run_db(args, run)
+    publisher = _publisher(args)
+    with publisher.db.read() as session:
+        rows = [["ID", "NAME", "SCOPES", "CREATED", "REVOKED"]]
+        for t in session.scalars(select(Token).order_by(Token.id)):
+            revoked = t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-"
+            created = t.created_at.isoformat(timespec="seconds")
+            rows.append([str(t.id), t.name, t.scopes, created, revoked])
+    print_table(rows)
+    return 0
 
 
 def refresh_cmd(args: argparse.Namespace) -> int:
-    def run() -> int:
-        from datetime import timedelta
+    from datetime import timedelta
 
-        publisher = _publisher(args)
-        within = timedelta(days=args.within) if args.within is not None else None
-        change = publisher.refresh(within, actor=f"cli ({_user()})")
-        _print_change(change)
-        written = publisher.sync_files()
-        for path in written:
-            print(f"rewrote {path} (the publish directory lagged the database)")
-        if not change.published and not written:
-            print("nothing to re-sign")
-        return 0
-
-    return _run_db(args, run)
+    publisher = _publisher(args)
+    within = timedelta(days=args.within) if args.within is not None else None
+    change = publisher.refresh(within, actor=f"cli ({_user()})")
+    _print_change(change)
+    written = publisher.sync_files()
+    for path in written:
+        print(f"rewrote {path} (the publish directory lagged the database)")
+    if not change.published and not written:
+        print("nothing to re-sign")
+    return 0
 
 
 def audit_verify_cmd(args: argparse.Namespace) -> int:
-    def run() -> int:
-        from signer.service.audit import verify
-        from signer.trust.errors import VerificationError
+    from signer.service.audit import verify
+    from signer.trust.errors import VerificationError
 
-        publisher = _publisher(args)
-        with publisher.db.read() as session:
-            report = verify(session)
-        if not report.ok:
-            for problem in report.problems[1:]:
-                sys.stderr.write(f"FAIL audit log: {problem}\n")
-            raise VerificationError("audit log", "chain", report.problems[0])
-        print(
-            f"audit log OK: {report.entries} entries; head entry {report.head_seq} "
-            f"hash {report.head_hash}"
-        )
-        return 0
-
-    return _run_db(args, run)
+    publisher = _publisher(args)
+    with publisher.db.read() as session:
+        report = verify(session)
+    if not report.ok:
+        for problem in report.problems[1:]:
+            sys.stderr.write(f"FAIL audit log: {problem}\n")
+        raise VerificationError("audit log", "chain", report.problems[0])
+    print(
+        f"audit log OK: {report.entries} entries; head entry {report.head_seq} "
+        f"hash {report.head_hash}"
+    )
+    return 0
 
 
 def audit_show_cmd(args: argparse.Namespace) -> int:
-    def run() -> int:
-        from sqlalchemy import select
+    from sqlalchemy import select
 
-        from signer.service.audit import entry_dict
-        from signer.service.db.models import AuditEntry
+    from signer.service.audit import entry_dict
+    from signer.service.db.models import AuditEntry
 
-        publisher = _publisher(args)
-        with publisher.db.read() as session:
-            stmt = select(AuditEntry).where(AuditEntry.seq > args.after).order_by(AuditEntry.seq)
-            for entry in session.scalars(stmt):
-                print(json.dumps(entry_dict(entry), sort_keys=True))
-        return 0
-
-    return _run_db(args, run)
+    publisher = _publisher(args)
+    with publisher.db.read() as session:
+        stmt = select(AuditEntry).where(AuditEntry.seq > args.after).order_by(AuditEntry.seq)
+        for entry in session.scalars(stmt):
+            print(json.dumps(entry_dict(entry), sort_keys=True))
+    return 0
 
 
 # ----------------------------------------------------------------------------- submit
