@@ -39,7 +39,7 @@ def add_trust_options(parser: argparse.ArgumentParser, *, required: bool = True)
     parser.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=float,
+        type=positive_seconds,
         default=20.0,
         help="per request, for a URL trust repository (default 20)",
     )
@@ -80,6 +80,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {text!r}")
+    return value
+
+
 def now_from(args: argparse.Namespace) -> datetime:
     from signer.trust.timefmt import parse_time, system_clock
 
@@ -107,10 +117,7 @@ def load_trust(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     from signer.trust.jsonload import MAX_DELEGATING, read_file
     from signer.trust.repository import choose_anchor, load_key_mgr, update_root
 
-    timeout = getattr(args, "timeout", 20.0)
-    if not timeout > 0:
-        raise FormatError("--timeout", "SECONDS", "must be > 0")
-    source = open_source(args.trust, timeout=timeout)
+    source = open_source(args.trust, timeout=args.timeout)
     if not source.location.startswith("http") and not Path(args.trust).is_dir():
         raise FormatError(args.trust, "--trust", "not a directory or an http(s) URL")
     state = state_from(args, source.location)

@@ -2,8 +2,8 @@
 
 Exit codes: 0 success, 1 verification failed, 2 usage or input error. Each group module
 defines `register(subparsers)` (and may map its commands to their own adders in
-`COMMANDS`, so a run builds only its own parser); handlers import what they need when they run, so
-`cf-sign verify` does not pay for the service or the signing backends.
+`COMMANDS`, so a run builds only its own parser); handlers import what they need when
+they run, so `cf-sign verify` does not pay for the service or the signing backends.
 """
 
 from __future__ import annotations
