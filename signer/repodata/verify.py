@@ -121,10 +121,10 @@ class _RecordCheck(NamedTuple):
 
 
 def _check_record(
-    record: dict[str, Any], sigs: dict[str, Any], order: list[_Key], threshold: int,
-    check_mamba: bool,
+    record: dict[str, Any], message: bytes, sigs: dict[str, Any], order: list[_Key],
+    threshold: int, check_mamba: bool,
 ) -> _RecordCheck:  # fmt: skip
-    message = conda_message(record)
+    """`message`: the record's conda-profile bytes."""
     counted = 0
     failed: list[tuple[str, bytes, bytes | None]] = []
     for position, (hexkey, public) in enumerate(order):
@@ -172,10 +172,11 @@ def verify_repodata(
                 failures.append(Failure(filename, "file-name", problem))
             raw_sigs = raw_signatures.get(filename)
             sigs = _entries(raw_sigs) if raw_sigs is not None else None
+            message = None
             if one_will_do and sigs is not None and order[0][0] in sigs:
                 # The common case, threshold 1: the key that signed the last record.
-                sig = _decode(sigs[order[0][0]])
                 message = conda_message(record, float_free=float_free)
+                sig = _decode(sigs[order[0][0]])
                 if sig is not None and verify_raw(order[0][1], sig, message):
                     valid += 1
                     continue
@@ -183,7 +184,9 @@ def verify_repodata(
                 unsigned += 1
                 failures.append(Failure(filename, "unsigned", "no signature by a pkg_mgr key"))
                 continue
-            check = _check_record(record, sigs, order, threshold, check_mamba)
+            if message is None:
+                message = conda_message(record, float_free=float_free)
+            check = _check_record(record, message, sigs, order, threshold, check_mamba)
             mamba_valid += check.mamba_valid
             if check.counted >= threshold:
                 valid += 1
