@@ -9,7 +9,6 @@ The private key is only ever held by the Signer: never printed, logged or writte
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -26,6 +25,7 @@ from signer.trust.attestation import (
     count_signatures,
     parse_sidecar,
     publish_statement,
+    sidecar_file_bytes,
     sidecar_name,
     statement_bytes,
 )
@@ -95,10 +95,7 @@ def build_sidecar(
     if facts:
         provenance = provenance_statement(info.filename, info.sha256, facts)
         envelopes.append(_sign_envelope(statement_bytes(provenance), key))
-    data = (
-        json.dumps({"envelopes": envelopes, "feedstock": feedstock}, indent=2, sort_keys=True)
-        + "\n"
-    ).encode()
+    data = sidecar_file_bytes({"envelopes": envelopes, "feedstock": feedstock})
     # Self-check: a backend (KMS, token) that returned a bad signature fails here, in CI.
     own = FeedstockDelegation.of([key.public], 1, (info.name,))
     for envelope in parse_sidecar(data, sidecar_name(info.filename)).envelopes:

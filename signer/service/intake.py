@@ -14,7 +14,6 @@ under a file name already attested is refused (`conflict`: artifacts are immutab
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 from collections.abc import Mapping
@@ -31,7 +30,7 @@ from signer.service.errors import BadRequest, Forbidden, NotFound, RateLimited, 
 from signer.service.online_keys import CONFIG_SETTING, ServiceConfig
 from signer.service.publisher import Publisher
 from signer.service.ratelimit import TokenBuckets
-from signer.trust.attestation import package_name_of, verify_sidecar
+from signer.trust.attestation import package_name_of, sidecar_file_bytes, verify_sidecar
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.feedstocks import (
     FeedstockBin,
@@ -85,11 +84,6 @@ class _Row:
 
     def __post_init__(self) -> None:
         self.data_sha256 = hashlib.sha256(self.data).hexdigest()
-
-
-def sidecar_bytes(attestation: Mapping[str, Any]) -> bytes:
-    """The stored and served form: as `cf-sign sign` writes it (sorted, indented)."""
-    return (json.dumps(attestation, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 class DelegationCache:
@@ -227,7 +221,7 @@ class Intake:
             return refused(
                 key, "feedstock", f"the attestation names feedstock {hint!r}, not {feedstock!r}"
             )
-        data = sidecar_bytes(sidecar)
+        data = sidecar_file_bytes(sidecar)
         try:
             result = verify_sidecar(data, filename, sha256, delegation, f"{key}.sig.json")
         except FormatError as exc:

@@ -182,6 +182,11 @@ class Sidecar(NamedTuple):
     envelopes: tuple[DsseEnvelope, ...]
 
 
+def sidecar_file_bytes(sidecar: Mapping[str, Any]) -> bytes:
+    """A sidecar's file form, as `cf-sign sign` writes it and the service serves it."""
+    return (json.dumps(sidecar, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
 def parse_sidecar(data: bytes, source: str) -> Sidecar:
     """Strict sidecar parsing under the 1 MiB cap (FormatError on any deviation)."""
     obj = load_json(data, source, MAX_SIDECAR)
