@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
-from signer.service.db.models import Attestation, Document, Feedstock
+from signer.service.db.models import Attestation, Document, Feedstock, Setting
 from signer.service.db.session import Database
 from signer.service.errors import BadRequest, Forbidden, NotFound, RateLimited, TooLarge
 from signer.service.online_keys import CONFIG_SETTING, ServiceConfig
@@ -96,8 +96,6 @@ class DelegationCache:
 
     def _bin_count(self, conn: Connection) -> int | None:
         if self._bins is None:
-            from signer.service.db.models import Setting
-
             text = conn.scalar(select(Setting.value).where(Setting.name == CONFIG_SETTING))
             if text is None:
                 return None

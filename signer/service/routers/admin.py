@@ -8,6 +8,7 @@ the answer lists the documents published with their new versions.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -210,8 +211,6 @@ def refresh(
     body: RefreshRequest | None = None,
     actor: Actor = Depends(admin),  # noqa: B008
 ) -> dict[str, Any]:
-    from datetime import timedelta
-
     within = timedelta(days=body.within_days) if body and body.within_days else None
     change = get_state(request).publisher.refresh(within, actor=actor.name)
     return _published(change)

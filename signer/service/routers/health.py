@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import select
 
-from signer.service.db.models import Document
+from signer.service.db.models import Document, Setting
 from signer.service.deps import get_state
 from signer.service.online_keys import CONFIG_SETTING
 from signer.service.schemas import Health
@@ -22,8 +22,6 @@ router = APIRouter(tags=["operations (public)"])
     responses={503: {"model": Health, "description": "The database does not answer"}},
 )
 def healthz(request: Request) -> JSONResponse:
-    from signer.service.db.models import Setting
-
     db = get_state(request).db
     try:
         with db.connect() as conn:
