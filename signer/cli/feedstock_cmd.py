@@ -191,7 +191,7 @@ def delegations_publish(args: argparse.Namespace) -> int:
     from signer.feedstock.publish import plan_publication_detailed, write_order
     from signer.feedstock.source import read_delegations_source
     from signer.fetch import LocalSource
-    from signer.keys import resolve_keyref
+    from signer.keys import channel_signer
     from signer.trust.state import write_atomic
     from signer.trust.timefmt import system_clock
 
@@ -199,7 +199,7 @@ def delegations_publish(args: argparse.Namespace) -> int:
     if not trust.is_dir():
         raise FormatError(str(trust), "--trust", "not a directory")
     source = read_delegations_source(args.source)
-    signers = [resolve_keyref(k, passphrase_env=args.passphrase_env) for k in args.key]
+    signers = [channel_signer(k, passphrase_env=args.passphrase_env) for k in args.key]
     root = _latest_root(trust)
     if root is not None:
         allowed = set(root.key_mgr_keys.pubkeys)
@@ -268,13 +268,10 @@ def delegations_import(args: argparse.Namespace) -> int:
 
 
 def _load_key(args: argparse.Namespace) -> KeyHandle:
-    from signer.keys import KeyHandle, load_public_key, resolve_keyref
+    from signer.keys import artifact_signer, load_public_key
 
     public = load_public_key(args.public_key) if args.public_key else None
-    key = resolve_keyref(args.key, public=public, passphrase_env=args.passphrase_env)
-    if not isinstance(key, KeyHandle):
-        raise FormatError(args.key, "--key", "GnuPG keys sign root metadata only, not artifacts")
-    return key
+    return artifact_signer(args.key, public=public, passphrase_env=args.passphrase_env)
 
 
 def sign_cmd(args: argparse.Namespace) -> int:
