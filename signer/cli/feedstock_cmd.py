@@ -174,16 +174,13 @@ COMMANDS = {
 
 def _latest_root(trust: Path) -> Any:
     from signer.trust.jsonload import MAX_DELEGATING, read_file
+    from signer.trust.layout import newest_root
     from signer.trust.metadata import parse_metadata
 
-    versions = []
-    for path in trust.glob("*.root.json"):
-        head = path.name.split(".", 1)[0]
-        if head.isdigit():
-            versions.append((int(head), path))
-    if not versions:
+    name = newest_root(path.name for path in trust.glob("*.root.json"))
+    if name is None:
         return None
-    _, path = max(versions)
+    path = trust / name
     return parse_metadata(read_file(str(path), MAX_DELEGATING), str(path), "root").meta
 
 

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from signer.trust import layout
 from signer.trust.errors import FormatError
 from signer.trust.feedstocks import (
     BIN_CHOICES,
@@ -182,5 +183,5 @@ def plan_publication(
 
 
 def write_order(files: Mapping[str, bytes]) -> list[str]:
-    """Bins first, the index last."""
-    return sorted(files, key=lambda path: (path == INDEX_PATH, path))
+    """Bins first, the index last (the layout's one write order)."""
+    return layout.write_order(files)
