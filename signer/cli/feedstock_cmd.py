@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from signer.cli.common import add_expires, add_trust_options, emit_json
+from signer.cli.common import add_expires, add_trust_options, emit_json, flags
 from signer.trust.errors import FormatError, VerificationError
 
 if TYPE_CHECKING:
@@ -291,7 +291,8 @@ def sign_cmd(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FormatError(str(path), "ARTIFACT", "no such file")
     if args.build_dir is not None:
-        found = find_artifacts(args.build_dir)
+        with flags({"build directory": "--build-dir"}):
+            found = find_artifacts(args.build_dir)
         if not found:
             raise FormatError(str(args.build_dir), "--build-dir", "no packages in <subdir>/")
         artifacts += found
@@ -310,14 +311,15 @@ def sign_cmd(args: argparse.Namespace) -> int:
             raise FormatError(feedstock, "--feedstock", exc.reason) from None
         finally:
             report_notices(session)
-    signed = sign_artifacts(
-        artifacts,
-        feedstock=feedstock,
-        load_key=lambda: _load_key(args),
-        channel=channel,
-        out_dir=args.out_dir,
-        delegation=delegation,
-    )
+    with flags({"key": "--key", "feedstock": "--feedstock", "output directory": "--out-dir"}):
+        signed = sign_artifacts(
+            artifacts,
+            feedstock=feedstock,
+            load_key=lambda: _load_key(args),
+            channel=channel,
+            out_dir=args.out_dir,
+            delegation=delegation,
+        )
     for item in signed:
         extra = " +provenance" if item.provenance else ""
         print(

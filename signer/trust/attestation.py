@@ -22,7 +22,7 @@ from signer.trust.jsonload import MAX_SIDECAR, load_json
 from signer.trust.layout import SIDECAR_SUFFIX as SIDECAR_SUFFIX  # re-exported (its home)
 from signer.trust.layout import sidecar_name as sidecar_name  # re-exported (its home)
 from signer.trust.metadata import require_exact_keys, require_str
-from signer.trust.threshold import ThresholdResult
+from signer.trust.threshold import ThresholdResult, tally
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -203,24 +203,11 @@ def count_signatures(
 ) -> ThresholdResult:
     """Valid signatures over the envelope's PAE by the delegation's keys, each key once."""
     message = envelope.pae()
-    valid: list[str] = []
-    invalid: dict[str, str] = {}
-    unknown: set[str] = set()
-    for keyid, signature in envelope.signatures:
-        key = delegation.keys.get(keyid)
-        if key is None:
-            unknown.add(keyid)
-        elif keyid in valid:
-            continue  # a repeated signature by the same key never counts twice
-        elif key.verify(signature, message):
-            valid.append(keyid)
-            invalid.pop(keyid, None)
-        else:
-            invalid[keyid] = "bad signature"
-    missing = tuple(k for k in sorted(delegation.keys) if k not in valid and k not in invalid)
-    return ThresholdResult(
-        role, delegation.threshold, tuple(valid), invalid, missing, tuple(sorted(unknown))
-    )
+
+    def check(keyid: str, signature: bytes) -> str | None:
+        return None if delegation.keys[keyid].verify(signature, message) else "bad signature"
+
+    return tally(role, delegation.threshold, sorted(delegation.keys), envelope.signatures, check)
 
 
 # --------------------------------------------------------------------------- verification

@@ -76,6 +76,23 @@ def check_name(value: object, source: str, where: str, *, glob: bool = False) ->
     return value
 
 
+FEEDSTOCK_SUFFIX = "-feedstock"
+
+
+def normalize_feedstock(name: str) -> str:
+    """`numpy-feedstock` (a repository name, as CI and the registry spell it) -> `numpy`."""
+    name = name.strip()
+    return name[: -len(FEEDSTOCK_SUFFIX)] if name.endswith(FEEDSTOCK_SUFFIX) else name
+
+
+def check_feedstock_name(value: object, source: str, where: str) -> str:
+    """A feedstock name as delegations spell it: a valid name, without `-feedstock`."""
+    name = check_name(value, source, where)
+    if name.endswith(FEEDSTOCK_SUFFIX):
+        raise FormatError(source, where, f"feedstock names are given without {FEEDSTOCK_SUFFIX}")
+    return name
+
+
 def _name_list(obj: object, source: str, where: str, *, glob: bool) -> tuple[str, ...]:
     if not isinstance(obj, list):
         raise FormatError(source, where, "expected an array of strings")

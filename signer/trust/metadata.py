@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NamedTuple, overload
 
 from signer.trust.canonical import canonical_bytes
-from signer.trust.errors import FormatError
+from signer.trust.errors import FormatError, VerificationError
 from signer.trust.jsonload import MAX_DELEGATING, load_json
 from signer.trust.timefmt import parse_time
 
@@ -346,14 +346,35 @@ ROLE_CLASSES: dict[str, type[DelegatingMetadata]] = {
 }
 
 
-class SignedMetadata:
-    """A parsed role with its envelope (signatures and canonical bytes)."""
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
 
-    __slots__ = ("envelope", "meta")
+    # A bare `SignedMetadata` means any role; `SignedMetadata[Root]` is a root.
+    M = TypeVar("M", bound=DelegatingMetadata, covariant=True, default=DelegatingMetadata)
+    R = TypeVar("R", bound=DelegatingMetadata)
+else:  # typing's own at run time: typing_extensions is not worth its import here
+    from typing import TypeVar
 
-    def __init__(self, meta: DelegatingMetadata, envelope: Signable) -> None:
-        self.meta = meta
+    M = TypeVar("M", bound=DelegatingMetadata, covariant=True)
+    R = TypeVar("R", bound=DelegatingMetadata)
+
+
+class SignedMetadata(Generic[M]):
+    """A parsed role with its envelope (signatures and canonical bytes).
+
+    Typed by role: `parse_metadata(data, name, "root")` is a `SignedMetadata[Root]`, so
+    `.meta.root_keys` type-checks without a cast; `as_role` narrows one of unknown role.
+    """
+
+    __slots__ = ("_meta", "envelope")
+
+    def __init__(self, meta: M, envelope: Signable) -> None:
+        self._meta = meta
         self.envelope = envelope
+
+    @property
+    def meta(self) -> M:
+        return self._meta
 
     @property
     def source(self) -> str:
@@ -361,10 +382,35 @@ class SignedMetadata:
 
     @property
     def role(self) -> str:
-        return self.meta.ROLE
+        return self._meta.ROLE
+
+    def as_role(self, cls: type[R]) -> SignedMetadata[R]:
+        """This document as a `cls` (Root, KeyMgr, PkgMgr), or VerificationError (type)."""
+        meta = self._meta
+        if not isinstance(meta, cls):
+            raise VerificationError(self.source, "type", f"expected {cls.ROLE}, got {self.role}")
+        return SignedMetadata(meta, self.envelope)
 
 
-def parse_metadata(data: bytes, source: str, expected_role: str | None = None) -> SignedMetadata:
+@overload
+def parse_metadata(
+    data: bytes, source: str, expected_role: Literal["root"]
+) -> SignedMetadata[Root]: ...
+@overload
+def parse_metadata(
+    data: bytes, source: str, expected_role: Literal["key_mgr"]
+) -> SignedMetadata[KeyMgr]: ...
+@overload
+def parse_metadata(
+    data: bytes, source: str, expected_role: Literal["pkg_mgr"]
+) -> SignedMetadata[PkgMgr]: ...
+@overload
+def parse_metadata(
+    data: bytes, source: str, expected_role: str | None = None
+) -> SignedMetadata[DelegatingMetadata]: ...
+def parse_metadata(
+    data: bytes, source: str, expected_role: str | None = None
+) -> SignedMetadata[DelegatingMetadata]:
     """Parse a root, key_mgr or pkg_mgr document; `expected_role` pins its type."""
     envelope = Signable.from_bytes(data, source, MAX_DELEGATING)
     role = envelope.signed.get("type")

@@ -37,39 +37,36 @@ MAX_CHAIN_STEPS = 1000  # a repository serving endless roots is an attack, not a
 class TrustedRoot:
     """The newest root reached from the anchor, with each verified step."""
 
-    def __init__(self, root: SignedMetadata, steps: list[RootUpdate] | None = None) -> None:
+    def __init__(self, root: SignedMetadata[Root], steps: list[RootUpdate] | None = None) -> None:
         self.root = root
         self.steps: list[RootUpdate] = steps or []
 
     @property
     def meta(self) -> Root:
-        assert isinstance(self.root.meta, Root)
         return self.root.meta
 
 
 class TrustedPkgMgr:
     """A verified pkg_mgr.json and what its threshold counted."""
 
-    def __init__(self, pkg_mgr: SignedMetadata, result: ThresholdResult) -> None:
+    def __init__(self, pkg_mgr: SignedMetadata[PkgMgr], result: ThresholdResult) -> None:
         self.pkg_mgr = pkg_mgr
         self.result = result
 
     @property
     def meta(self) -> PkgMgr:
-        assert isinstance(self.pkg_mgr.meta, PkgMgr)
         return self.pkg_mgr.meta
 
 
 class TrustedKeyMgr:
     """A verified key_mgr and what its threshold counted."""
 
-    def __init__(self, key_mgr: SignedMetadata, result: ThresholdResult) -> None:
+    def __init__(self, key_mgr: SignedMetadata[KeyMgr], result: ThresholdResult) -> None:
         self.key_mgr = key_mgr
         self.result = result
 
     @property
     def meta(self) -> KeyMgr:
-        assert isinstance(self.key_mgr.meta, KeyMgr)
         return self.key_mgr.meta
 
 
@@ -83,7 +80,7 @@ def _as_document_error(exc: FormatError, name: str) -> VerificationError:
 class Anchor(NamedTuple):
     """Where the chain starts, and what the user should be told about the state's root."""
 
-    root: SignedMetadata
+    root: SignedMetadata[Root]
     notice: str | None = None
 
 
@@ -101,7 +98,7 @@ def select_anchor(
     root that does not chain is ignored, and the notice says so. Without a given root, the
     state's root is the anchor (it was verified when it was stored).
     """
-    anchor: SignedMetadata | None = None
+    anchor: SignedMetadata[Root] | None = None
     notice: str | None = None
     if given is not None:
         anchor = parse_metadata(given, given_name, "root")
@@ -137,7 +134,10 @@ def select_anchor(
 
 
 def _chains_from(
-    given: SignedMetadata, kept: SignedMetadata, state: TrustState, fetch: Fetch | None
+    given: SignedMetadata[Root],
+    kept: SignedMetadata[Root],
+    state: TrustState,
+    fetch: Fetch | None,
 ) -> tuple[bool, str]:
     """(use the kept root, why not): it is the given root or a verified successor of it."""
     start, end = given.meta.version, kept.meta.version
@@ -169,7 +169,9 @@ def _chains_from(
     return True, ""
 
 
-def choose_anchor(given: bytes | None, given_name: str, state: TrustState | None) -> SignedMetadata:
+def choose_anchor(
+    given: bytes | None, given_name: str, state: TrustState | None
+) -> SignedMetadata[Root]:
     """`select_anchor` without the repository or the notice (kept for older callers)."""
     return select_anchor(given, given_name, state).root
 
@@ -186,7 +188,7 @@ def _key_mgr_guarded(path: str) -> bool:
 
 def update_root(
     fetch: Fetch,
-    anchor: SignedMetadata,
+    anchor: SignedMetadata[Root],
     now: datetime,
     skew: timedelta = DEFAULT_CLOCK_SKEW,
     state: TrustState | None = None,
@@ -210,10 +212,9 @@ def update_root(
         previous = trusted.meta
         trusted.steps.append(verify_root_update(trusted.root, candidate))
         trusted.root = candidate
-        if isinstance(candidate.meta, Root):
-            key_mgr_changed |= set(previous.key_mgr_keys.pubkeys) != set(
-                candidate.meta.key_mgr_keys.pubkeys
-            )
+        key_mgr_changed |= set(previous.key_mgr_keys.pubkeys) != set(
+            candidate.meta.key_mgr_keys.pubkeys
+        )
         if state is not None:
             state.store_root(data, candidate.meta.version)
     else:
@@ -277,7 +278,6 @@ def load_key_mgr(
     check_not_expired(doc.meta, name, now, skew)
     if state is not None:
         state.record_versions({name: doc.meta.version})
-        assert isinstance(doc.meta, KeyMgr)
         state.follow_keys("pkg_mgr", keys_fingerprint(doc.meta.pkg_mgr_keys), _pkg_mgr_guarded)
     return TrustedKeyMgr(doc, result)
 
