@@ -101,6 +101,7 @@ def test_documents_are_fetched_once_and_delegations_cached(world: World) -> None
 def test_a_failed_refresh_is_reported_for_every_artifact(world: World) -> None:
     pkg = world.build("numpy", "2.0", "h0_0")
     assert world.sign(pkg, "numpy") == 0
+    good = (world.trust / "key_mgr.json").read_bytes()
     (world.trust / "key_mgr.json").write_bytes(b"{}")  # a broken trust repository
     source = CountingSource(world.trust)
     session = TrustSession(source, world.root.read_bytes())
@@ -110,6 +111,11 @@ def test_a_failed_refresh_is_reported_for_every_artifact(world: World) -> None:
     assert source.asked.count("key_mgr.json") == 1  # not fetched again
     with pytest.raises(VerificationError):
         session.refresh()
+    # Once the repository is repaired, reset() makes the same session look again.
+    source.files["key_mgr.json"] = good
+    assert not session.verify_artifact(pkg).ok  # still the failure it remembers
+    session.reset()
+    assert session.verify_artifact(pkg).ok and source.asked.count("key_mgr.json") == 2
 
 
 def test_verify_attestation_checks_digest_name_and_scope(world: World) -> None:

@@ -201,6 +201,13 @@ class TrustSession:
         """Drop cached delegations (a long-lived session after the bins changed)."""
         self._delegations.clear()
 
+    def reset(self) -> None:
+        """Forget everything verified: the next use refreshes again (a long-lived session
+        after the repository published new documents, e.g. the service after a rotation)."""
+        self._root = self._key_mgr = self._pkg_mgr = None
+        self._failure = None
+        self._delegations.clear()
+
     def verify_attestation(
         self,
         sidecar_bytes: bytes,
