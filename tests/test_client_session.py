@@ -224,3 +224,19 @@ def test_clock_skew_must_be_finite_non_negative_seconds(
     # Control: a finite value is taken.
     assert world.sign(pkg, "numpy") == 0
     assert cli(*world.verify_args(pkg), "--clock-skew", "0.5").code == 0
+
+
+def test_a_corrupt_archive_is_a_failed_verdict_and_the_others_go_on(
+    world: World, cli: Callable[..., CliResult]
+) -> None:
+    good = world.build("numpy", "2.0", "h0_0")
+    bad = world.build("numpy", "2.1", "h0_0")
+    for path in (good, bad):
+        assert world.sign(path, "numpy") == 0
+    bad.write_bytes(b"not an archive at all")
+    res = cli(*world.verify_args(bad, good), "--json")
+    verdicts = {v["artifact"]: v for v in json.loads(res.out)}
+    assert res.code == 1 and verdicts[good.name]["ok"]
+    assert verdicts[bad.name]["check"] == "archive"
+    res = cli(*world.verify_args(world.base / "bld"))
+    assert res.code == 2 and "is a directory" in res.err

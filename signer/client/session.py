@@ -235,8 +235,8 @@ class TrustSession:
     def verify_artifact(self, path: Path, sidecar: Path | None = None) -> ArtifactVerdict:
         """One artifact end to end (rules 2-4); the verdict says why when it fails.
 
-        Never raises VerificationError. FormatError when the artifact cannot be read or
-        `sidecar` (a file the user named) does not parse.
+        Never raises VerificationError: an archive that cannot be read is a failed verdict
+        (check `archive`). FormatError when `sidecar` (a file the user named) does not parse.
         """
         from signer.artifacts import check_filename_matches_index, read_artifact
 
@@ -246,7 +246,12 @@ class TrustSession:
             # Nothing verifies without the trust documents: the artifact is not read.
             return failed(path.name, exc)
         try:
-            info = read_artifact(path)
+            try:
+                info = read_artifact(path)
+            except FormatError as exc:
+                # A corrupt or hostile archive did not verify (exit 1); the others go on.
+                detail = f"{exc.field}: {exc.reason}" if exc.field else exc.reason
+                raise VerificationError(path.name, "archive", detail) from None
             check_filename_matches_index(info)
             data, where, named = find_sidecar(path, info.subdir, self.source, sidecar)
             try:
