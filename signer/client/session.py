@@ -227,9 +227,14 @@ class TrustSession:
         source = where or f"{subdir}/{filename}.sig.json"
         hint = parse_sidecar(sidecar_bytes, source).feedstock
         resolved = self.delegation(hint)
-        # TODO(harden): pass `subdir` once verify_sidecar checks the statement's subdir.
         return verify_sidecar(
-            sidecar_bytes, filename, sha256, resolved.delegation, source, package_name=package
+            sidecar_bytes,
+            filename,
+            sha256,
+            resolved.delegation,
+            source,
+            subdir=subdir,
+            package_name=package,
         )
 
     def verify_artifact(self, path: Path, sidecar: Path | None = None) -> ArtifactVerdict:

@@ -249,9 +249,13 @@ def verify_sidecar(
     delegation: FeedstockDelegation,
     source: str,
     *,
+    subdir: str | None = None,
     package_name: str | None = None,
 ) -> AttestationResult:
     """Rule 4 for one artifact, given the verified delegation of the sidecar's feedstock.
+
+    `subdir` (where the artifact is) is accepted so that callers pass it already; the
+    statement's binding of it is checked once the format carries it (the harden branch).
 
     `artifact_filename` is the base name (the statement's subject); `package_name` defaults
     to the name part of it (callers that read `info/index.json` pass the name found there,
