@@ -107,6 +107,11 @@ def resolve_keyref(
         from signer.keys.gpg import load_gpg_key
 
         return load_gpg_key(keyref)
+    if scheme == "pkcs11":
+        from signer.keys.pkcs11 import load_pkcs11_key
+
+        token_public, token_signer = load_pkcs11_key(keyref)
+        return KeyHandle(keyref, token_public, signer=token_signer)
     handler = _passphrase_handler(passphrase_env)
     if scheme in ("file", "env"):
         location = keyref[len(scheme) + 1 :]
