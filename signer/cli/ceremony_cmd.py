@@ -1,4 +1,4 @@
-"""`cf-sign ceremony propose|sign|status|assemble|verify`: offline signing events (DESIGN 13).
+"""`cf-sign ceremony propose|sign|status|assemble|verify|push`: offline signing events (DESIGN 13).
 
 Parsing and printing only; the workflow is signer.ceremony.event.
 """
@@ -6,6 +6,7 @@ Parsing and printing only; the workflow is signer.ceremony.event.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -59,6 +60,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     assemble.add_argument("event", type=Path, metavar="EVENT_DIR")
     assemble.add_argument("-o", "--output", required=True, type=Path, metavar="N.root.json")
     assemble.set_defaults(handler=assemble_event)
+
+    push = cer_sub.add_parser("push", help="send the detached signatures to an online event")
+    push.add_argument("event", type=Path, metavar="EVENT_DIR")
+    push.add_argument("--service", required=True, metavar="URL")
+    push.add_argument("--json", action="store_true")
+    push.set_defaults(handler=push_event)
 
     verify = cer_sub.add_parser("verify", help="check the event's hash-chained transcript")
     verify.add_argument("event", type=Path, metavar="EVENT_DIR")
@@ -209,3 +216,26 @@ def verify_event(args: argparse.Namespace) -> int:
         return 0
     print(f"OK    {event.transcript_path}  {entries} entries, chain intact; head sha256 {head}")
     return 0
+
+
+def push_event(args: argparse.Namespace) -> int:
+    from signer.ceremony.event import load_event
+    from signer.ceremony.push import push
+
+    token = os.environ.get("CF_SIGN_ADMIN_TOKEN")
+    if not token:
+        raise FormatError("CF_SIGN_ADMIN_TOKEN", "", "not set (an admin token of the service)")
+    result = push(load_event(args.event), args.service, token)
+    if args.json:
+        emit_json({"event": result.event_id, "added": result.added, "refused": result.refused,
+                   "status": result.status})  # fmt: skip
+    else:
+        state = result.status
+        print(f"online event {result.event_id} at {args.service}")
+        for key in result.added:
+            print(f"added    {key}")
+        for key, why in sorted(result.refused.items()):
+            print(f"REFUSED  {key}: {why}")
+        print(f"old root: {state['old']['valid']}/{state['old']['threshold']}")
+        print(f"new root: {state['new']['valid']}/{state['new']['threshold']}")
+    return 1 if result.refused else 0
