@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 from urllib.parse import unquote_to_bytes
 
 from securesystemslib.signer import (
@@ -38,6 +38,8 @@ from signer.trust.keys import PublicKey
 if TYPE_CHECKING:
     from pkcs11 import ObjectClass, Session
     from pkcs11.types import Key as P11Key
+
+    from signer.keys import KeyHandle
 
 SCHEME = "pkcs11"
 PIN_ENV = "CF_SIGN_PKCS11_PIN"
@@ -312,6 +314,19 @@ def load_pkcs11_key(uri: str) -> tuple[PublicKey, Pkcs11Signer]:
     public = read_public_key(uri)
     sslib = SSlibKey(public.keyid, public.keytype, public.scheme, {"public": public.public})
     return public, Pkcs11Signer.from_priv_key_uri(uri, sslib)
+
+
+class _Request(Protocol):
+    @property
+    def keyref(self) -> str: ...
+
+
+def load(request: _Request) -> KeyHandle:
+    """The KEYREF backend: a KeyHandle whose Signer is the token (PIN asked on first use)."""
+    from signer.keys import KeyHandle
+
+    public, signer = load_pkcs11_key(request.keyref)
+    return KeyHandle(request.keyref, public, signer=signer)
 
 
 SIGNER_FOR_URI_SCHEME[SCHEME] = Pkcs11Signer
