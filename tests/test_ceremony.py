@@ -230,3 +230,39 @@ def test_sign_asks_on_a_terminal(cli: Cli, tmp_path: Path, answer: str) -> None:
         assert proc.returncode == 0 and len(written) == 1, err
     else:
         assert proc.returncode == 2 and written == [] and "nothing written" in out
+
+
+def test_bad_input_is_one_line_exit_2(cli: Cli, tmp_path: Path) -> None:
+    event, _ = initial_event(cli, tmp_path)
+    # An existing event is never overwritten.
+    again = cli("ceremony", "propose", "root", "--root-key", tmp_path / "a.pub",
+                "--key-mgr-key", tmp_path / "km.pub", "-o", event)  # fmt: skip
+    assert again.code == 2 and "not overwriting" in again.err
+    bad_holder = cli("ceremony", "propose", "root", "--root-key", tmp_path / "a.pub",
+                     "--key-mgr-key", tmp_path / "km.pub", "--holder", "nobody",
+                     "-o", tmp_path / "e2")  # fmt: skip
+    assert bad_holder.code == 2 and "NAME=PUB" in bad_holder.err
+    stray = cli("ceremony", "propose", "root", "--root-key", tmp_path / "a.pub",
+                "--key-mgr-key", tmp_path / "km.pub", "--holder", f"x={tmp_path / 'b.pub'}",
+                "-o", tmp_path / "e3")  # fmt: skip
+    assert stray.code == 2 and "not a key that signs" in stray.err
+    assert not (tmp_path / "e3").exists()
+    missing = cli("ceremony", "status", tmp_path / "nowhere")
+    assert missing.code == 2 and "not an event directory" in missing.err
+    (event / "event.json").write_text("{")
+    broken = cli("ceremony", "status", event)
+    assert broken.code == 2 and "event.json" in broken.err and "Traceback" not in broken.err
+    unknown = cli("keys", "import", "azurekms://vault/keys/k/1")
+    assert unknown.code == 2 and "pkcs11:, gpg:, file: or env:" in unknown.err
+
+
+def test_invalid_signature_file_is_listed_not_counted(cli: Cli, tmp_path: Path) -> None:
+    event, pubs = initial_event(cli, tmp_path)
+    assert cli("ceremony", "sign", event, "--key", ref(tmp_path, "a"), "--yes").code == 0
+    sig = event / "signatures" / f"{pubs['a']}.json"
+    obj = json.loads(sig.read_text())
+    # The signature file claims key c but carries a's signature: refused, not counted.
+    obj["key"] = pubs["c"]
+    (event / "signatures" / f"{pubs['c']}.json").write_text(json.dumps(obj))
+    state = cli("ceremony", "status", event)
+    assert "new root: 1/2" in state.out and f"invalid: {pubs['c']}.json: bad signature" in state.out

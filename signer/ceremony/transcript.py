@@ -75,9 +75,12 @@ def append(path: Path, action: str, **fields: Any) -> str:
     entries = read_entries(path) if path.exists() else []
     entry = {"seq": len(entries) + 1, "prev": head(entries), "action": action, **fields}
     line = json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    with os.fdopen(fd, "ab") as handle:
-        handle.write(line + b"\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "ab") as handle:
+            handle.write(line + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        raise FormatError(str(path), "", f"cannot append: {exc.strerror}") from None
     return line_hash(line)
