@@ -73,6 +73,41 @@ def test_online_key_and_feedstock_key_runbooks(sqlite_world: World, tmp_path: Pa
         verdict = cct_check("key_mgr", two, key_mgr)
         assert verdict.returncode == 0, verdict.stderr
 
+        # Runbook 04, key_mgr with an overlap: root 3 delegates to both keys (threshold 1)
+        # and is published with the current key; root 4 keeps only the newer key.
+        newer_km, newer_km_pub, _ = generate_key("key_mgr-2028", tmp_path / "online")
+
+        def root_event(name: str, previous: Path, *options: object) -> Path:
+            cli = [sys.executable, "-m", "signer.cli.main"]
+            subprocess.run([*cli, "ceremony", "propose", "root", "--from", previous, *options,
+                            "-o", name], cwd=tmp_path, env=env, check=True,
+                           capture_output=True, timeout=120)  # fmt: skip
+            for i in (1, 2):
+                subprocess.run([*cli, "ceremony", "sign", name, "--key",
+                                f"file:{keys / f'root{i}.key'}", "--yes"], cwd=tmp_path,
+                               env=env, check=True, capture_output=True, timeout=120)  # fmt: skip
+            _script(env, tmp_path, "root-rotation.sh", "finish", previous, name, "out")
+            return (
+                tmp_path
+                / "out"
+                / f"{json.loads(previous.read_text())['signed']['version'] + 1}.root.json"
+            )
+
+        three = root_event("event-3", two, "--key-mgr-key", new_km_pub,
+                           "--key-mgr-key", newer_km_pub, "--key-mgr-threshold", "1")  # fmt: skip
+        _script(env, tmp_path, "publish-root.sh", three)
+        key_mgr.write_bytes(httpx.get(f"{server.url}/trust/key_mgr.json").content)
+        assert cct_check("key_mgr", three, key_mgr).returncode == 0
+        four = root_event("event-4", three, "--key-mgr-key", newer_km_pub)
+        _script(env, tmp_path, "publish-root.sh", four, f"file:{newer_km}")
+        key_mgr.write_bytes(httpx.get(f"{server.url}/trust/key_mgr.json").content)
+        newer_hex = json.loads(newer_km_pub.read_text())["keyval"]["public"]
+        assert set(json.loads(key_mgr.read_text())["signatures"]) == {newer_hex}
+        verdict = cct_check("key_mgr", four, key_mgr)
+        assert verdict.returncode == 0, verdict.stderr
+        # Control: under root 2 (the old key only) the new key_mgr.json is refused.
+        assert cct_check("key_mgr", two, key_mgr).returncode != 0
+
         # Runbook 04, pkg_mgr: overlap (old and new, threshold 1), then retirement.
         new_pm, new_pm_pub, _ = generate_key("pkg_mgr-2027", tmp_path / "online")
         old_pm = world.repo.keyref("pkg_mgr")
