@@ -123,6 +123,9 @@ def test_rotation_needs_old_and_new_thresholds(cli: Cli, tmp_path: Path) -> None
     assert cli("ceremony", "sign", rot, "--key", ref(tmp_path, "b"), "--yes").code == 0
     text = cli("ceremony", "status", rot).out
     assert "old root: 2/2" in text and "new root: 2/2" in text
+    # alice holds two keys, both signed; dave's one key has not.
+    assert f"holder alice: {pubs['a'][:16]}… signed, {new['a2'][:16]}… signed" in text
+    assert f"holder dave: {new['dave'][:16]}… MISSING" in text
     assert cli("ceremony", "assemble", rot, "-o", two).code == 0
     assert cli("metadata", "verify", two, "--trusted", one).code == 0
     verdict = cct_check("root-chain", one, two)

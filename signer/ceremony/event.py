@@ -407,6 +407,7 @@ class Status:
     missing: list[tuple[str, str | None]]
     invalid: dict[str, str]
     complete: bool
+    holders: dict[str, list[tuple[str, bool]]] = field(default_factory=dict)  # name -> keys
 
     def to_json(self) -> dict[str, Any]:
         old = next(({"valid": n, "threshold": a.delegation.threshold}
@@ -422,6 +423,9 @@ class Status:
     def lines(self) -> list[str]:
         out = [f"{a.label}: {n}/{a.delegation.threshold}" for a, n in self.counts]
         out += [f"missing: {k}  {h or '(no holder named)'}" for k, h in self.missing]
+        for name, keys in sorted(self.holders.items()):
+            done = ", ".join(f"{short(k)} {'signed' if ok else 'MISSING'}" for k, ok in keys)
+            out.append(f"holder {name}: {done}")
         out += [f"invalid: {name}: {why}" for name, why in sorted(self.invalid.items())]
         out.append("complete: both thresholds met" if self.complete else "not complete")
         return out
@@ -448,7 +452,12 @@ def status(event: Event) -> Status:
     tally = event.tally()
     record_received(event, tally)
     missing = [(k, event.holders.get(k)) for k in event.signing_keys() if k not in tally.valid]
-    return Status(event.counts(tally), missing, tally.invalid, event.complete(tally))
+    holders: dict[str, list[tuple[str, bool]]] = {}
+    for key in event.signing_keys():
+        name = event.holders.get(key)
+        if name is not None:  # one person may hold several keys (old and new)
+            holders.setdefault(name, []).append((key, key in tally.valid))
+    return Status(event.counts(tally), missing, tally.invalid, event.complete(tally), holders)
 
 
 # ----------------------------------------------------------------------------- assemble
