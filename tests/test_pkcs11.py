@@ -149,3 +149,46 @@ def test_registered_as_securesystemslib_signer(softhsm: SoftHsm) -> None:
     key.verify_signature(signature, b"payload")  # raises when it does not verify
     with pytest.raises(Exception, match=r"[Vv]erif"):
         key.verify_signature(signature, b"other payload")
+
+
+def test_pin_prompt_on_a_terminal_is_not_echoed(cli: Cli, softhsm: SoftHsm, tmp_path: Path) -> None:
+    """No $CF_SIGN_PKCS11_PIN: `ceremony sign` asks on the terminal; the PIN never shows."""
+    import os
+    import pty
+    import select
+    import sys
+    import time
+
+    softhsm.init_token("admin1")
+    public = softhsm.generate_ed25519("admin1", "root-key", b"\x01")
+    cli("keys", "generate", "km", "--dir", tmp_path)
+    event = tmp_path / "event"
+    made = cli("ceremony", "propose", "root", "--root-key", public,
+               "--key-mgr-key", tmp_path / "km.pub", "-o", event)  # fmt: skip
+    assert made.code == 0, made.err
+    env = {k: v for k, v in os.environ.items() if k != "CF_SIGN_PKCS11_PIN"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: cf-sign on a real terminal
+        os.execve(sys.executable, [sys.executable, "-m", "signer.cli.main", "ceremony", "sign",
+                                   str(event), "--key", softhsm.uri("admin1", "root-key")],
+                  env)  # fmt: skip
+    output = b""
+    answers = [(b"[y/N]", b"y\n"), (b"PIN for PKCS#11 token", USER_PIN.encode() + b"\n")]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 1)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            output += chunk
+            if answers and answers[0][0] in output:
+                os.write(fd, answers.pop(0)[1])
+    _, status = os.waitpid(pid, 0)
+    text = output.decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text
+    assert "wrote" in text and USER_PIN not in text
+    assert len(list((event / "signatures").iterdir())) == 1
