@@ -210,6 +210,17 @@ def test_key_mgr_event(cli: Cli, tmp_path: Path) -> None:
     assert cli("metadata", "verify", out, "--trusted", root).code == 0
     verdict = cct_check("key_mgr", root, out)
     assert verdict.returncode == 0, verdict.stderr
+    # key_mgr v2 from v1: the review shows the pkg_mgr key change against the current one.
+    gen(cli, tmp_path, "pm2")
+    km2 = tmp_path / "km-event-2"
+    made = cli("ceremony", "propose", "key_mgr", "--root", root, "--from", out,
+               "--pkg-mgr-key", tmp_path / "pm2.pub", "-o", km2)  # fmt: skip
+    assert made.code == 0, made.err
+    review = cli("ceremony", "sign", km2, "--key", ref(tmp_path, "km"))
+    assert review.code == 2 and "version: 1 -> 2" in review.out
+    pm2 = json.loads((tmp_path / "pm2.pub").read_text())["keyval"]["public"]
+    assert f"pkg_mgr key added:   {pm2[:16]}" in review.out
+    assert cli("ceremony", "verify", km2).code == 0
 
 
 @pytest.mark.parametrize("answer", ["n", "y"])

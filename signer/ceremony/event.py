@@ -5,6 +5,7 @@ An event directory holds:
 - `proposed.json`: the unsigned document (root N+1, a first root, or a key_mgr);
 - `previous.json`: the current root (a root rotation), or the root whose key_mgr keys must
   sign (a key_mgr event); absent for a first root;
+- `current.json`: a key_mgr event's current key_mgr (what the review compares with), if given;
 - `signatures/<pubkey>.json`: one detached signature per key, made on whatever machine holds
   the key and carried back (`{"key", "holder", "made", "signed_sha256", "signature"}`);
 - `transcript.jsonl`: every step, hash-chained (signer.ceremony.transcript).
@@ -44,6 +45,7 @@ from signer.trust.timefmt import format_time, system_clock
 EVENT = "event.json"
 PROPOSED = "proposed.json"
 PREVIOUS = "previous.json"
+CURRENT = "current.json"
 SIGNATURES = "signatures"
 FORMAT = "cf-sign-signing-event-1"
 MAX_SIG_FILE = 64 * 1024
@@ -130,6 +132,7 @@ class Event:
     proposed: SignedMetadata
     previous: SignedMetadata | None
     holders: Mapping[str, str]
+    current: SignedMetadata | None = None  # a key_mgr event: the key_mgr it replaces
 
     @property
     def message(self) -> bytes:
@@ -174,6 +177,8 @@ class Event:
     def review(self) -> list[str]:
         """What the signer is shown: the changes from the current document."""
         prev = self.previous.meta if self.previous is not None and self.role == "root" else None
+        if self.role == "key_mgr" and self.current is not None:
+            prev = self.current.meta
         lines = changes(prev, self.proposed.meta, self.holders)
         if prev is not None:
             lines += ["the proposed root in full:", *summary(self.proposed.meta, self.holders)]
@@ -287,7 +292,11 @@ def load_event(directory: Path) -> Event:
         previous = parse_metadata(_read(prev_path, MAX_DELEGATING), str(prev_path), "root")
     if role == "key_mgr" and previous is None:
         raise FormatError(source, "previous", "a key_mgr event needs the root that delegates it")
-    return Event(directory, role, proposed, previous, dict(holders))
+    current = None
+    if info.get("current") is not None:
+        cur_path = directory / CURRENT
+        current = parse_metadata(_read(cur_path, MAX_DELEGATING), str(cur_path), "key_mgr")
+    return Event(directory, role, proposed, previous, dict(holders), current)
 
 
 # ----------------------------------------------------------------------------- propose
@@ -313,6 +322,7 @@ def propose(
     document: Root | KeyMgr,
     previous_bytes: bytes | None,
     holders: Mapping[str, str],
+    current_bytes: bytes | None = None,
 ) -> Event:
     """Create the event directory with the unsigned document; refuses an existing event."""
     role = document.ROLE
@@ -323,7 +333,8 @@ def propose(
         previous = parse_metadata(previous_bytes, PREVIOUS, "root")
     envelope = Signable(document.to_signed(), {}, PROPOSED)
     proposed = SignedMetadata(document, envelope)
-    event = Event(directory, role, proposed, previous, dict(holders))
+    current = parse_metadata(current_bytes, CURRENT, "key_mgr") if current_bytes else None
+    event = Event(directory, role, proposed, previous, dict(holders), current)
     if role == "root" and previous is not None:
         assert isinstance(previous.meta, Root)
         if document.version != previous.meta.version + 1:
@@ -337,12 +348,15 @@ def propose(
     _write_new(directory / PROPOSED, proposed_bytes)
     if previous_bytes is not None:
         _write_new(directory / PREVIOUS, previous_bytes)
+    if current_bytes is not None:
+        _write_new(directory / CURRENT, current_bytes)
     info = {
         "format": FORMAT,
         "role": role,
         "created": _now(),
         "holders": dict(sorted(holders.items())),
         "previous": PREVIOUS if previous_bytes is not None else None,
+        "current": CURRENT if current_bytes is not None else None,
     }
     _write_new(directory / EVENT, _json_bytes(info))
     transcript.append(
@@ -350,6 +364,7 @@ def propose(
         version=document.version, proposed_sha256=sha256_hex(proposed_bytes),
         signed_sha256=event.signed_sha256,
         previous_sha256=sha256_hex(previous_bytes) if previous_bytes is not None else None,
+        current_sha256=sha256_hex(current_bytes) if current_bytes is not None else None,
         holders=info["holders"],
     )  # fmt: skip
     return event
@@ -525,6 +540,12 @@ def verify(event: Event) -> str:
         _read(event.directory / PREVIOUS, MAX_DELEGATING)
     ):
         raise VerificationError(where, "transcript", "previous.json changed after the proposal")
+    cur_sha = first.get("current_sha256")
+    if (cur_sha is None) != (event.current is None) or (
+        cur_sha is not None
+        and cur_sha != sha256_hex(_read(event.directory / CURRENT, MAX_DELEGATING))
+    ):
+        raise VerificationError(where, "transcript", "current.json changed after the proposal")
     if first.get("holders") != dict(sorted(event.holders.items())):
         raise VerificationError(where, "transcript", "the key holders changed after the proposal")
     for number, (_, entry) in enumerate(entries, start=1):

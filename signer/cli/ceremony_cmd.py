@@ -128,8 +128,10 @@ def propose_key_mgr(args: argparse.Namespace) -> int:
     root_bytes = read_file(args.root, MAX_DELEGATING)
     parse_metadata(root_bytes, args.root, "root")
     previous: KeyMgr | None = None
+    current_bytes = None
     if args.previous:
-        meta = parse_metadata(read_file(args.previous, MAX_DELEGATING), args.previous, "key_mgr")
+        current_bytes = read_file(args.previous, MAX_DELEGATING)
+        meta = parse_metadata(current_bytes, args.previous, "key_mgr")
         assert isinstance(meta.meta, KeyMgr)
         previous = meta.meta
     elif not args.pkg_mgr_key:
@@ -137,7 +139,9 @@ def propose_key_mgr(args: argparse.Namespace) -> int:
     document = key_mgr_document(
         previous, _keys(args.pkg_mgr_key) or [], args.threshold, args.expires
     )
-    event = propose(args.output, document, root_bytes, parse_holders(args.holder, _key_hex))
+    event = propose(
+        args.output, document, root_bytes, parse_holders(args.holder, _key_hex), current_bytes
+    )
     _print_created(event)
     return 0
 
