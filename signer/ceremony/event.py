@@ -49,6 +49,7 @@ CURRENT = "current.json"
 SIGNATURES = "signatures"
 FORMAT = "cf-sign-signing-event-1"
 MAX_SIG_FILE = 64 * 1024
+MAX_SIG_FILES = 1024  # far above any root's key count
 ROLES = ("root", "key_mgr")
 
 
@@ -218,6 +219,8 @@ class Event:
         out = Tally()
         folder = self.directory / SIGNATURES
         names = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        if len(names) > MAX_SIG_FILES:
+            raise FormatError(str(folder), "", f"more than {MAX_SIG_FILES} files")
         counting = set(self.signing_keys())
         for name in names:
             path = folder / name
