@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # cf-sign-step.sh [BUILD_DIR]
 #
-# Sign every package conda-build left in BUILD_DIR/<subdir>/ (default: build_artifacts),
-# right before the upload. Shared by the Azure Pipelines template, the GitHub Action and the
+# Sign the recipe variant's outputs (CF_SIGN_OUTPUTS) that conda-build left in
+# BUILD_DIR/<subdir>/ (default: build_artifacts), right before the upload. For pipelines
+# that upload in a step of their own; conda-forge's feedstocks sign inside upload_package
+# (ci-templates/conda-forge-ci-setup/output-signing.patch) instead. Shared by the Azure Pipelines template, the GitHub Action and the
 # conda-smithy snippets, so every CI runs exactly these lines.
 #
 # Environment:
+#   CF_SIGN_OUTPUTS    the package names this build makes, space-separated (required)
 #   CF_SIGN_KEY_VAR    name of the secret variable holding the key (default CF_SIGN_KEY)
 #   CF_SIGN_FEEDSTOCK  feedstock name (default: $FEEDSTOCK_NAME, else the repository name)
 #   CF_SIGN_CHANNEL    target channel (default https://conda.anaconda.org/conda-forge)
@@ -81,6 +84,14 @@ if ! command -v "${cf_sign}" > /dev/null 2>&1; then
     cf_sign="cf-sign"
 fi
 
-say "signing packages in ${build_dir} for feedstock ${feedstock} (key from \$${key_var})"
-exec "${cf_sign}" sign --build-dir "${build_dir}" --feedstock "${feedstock}" \
+read -r -a names <<< "${CF_SIGN_OUTPUTS:-}"
+if [[ "${#names[@]}" -eq 0 ]]; then
+    say "CF_SIGN_OUTPUTS is empty: name the package(s) this build makes"
+    exit 2
+fi
+output_args=()
+for name in "${names[@]}"; do output_args+=(--output "${name}"); done
+
+say "signing ${names[*]} in ${build_dir} for feedstock ${feedstock} (key from \$${key_var})"
+exec "${cf_sign}" sign --build-dir "${build_dir}" "${output_args[@]}" --feedstock "${feedstock}" \
     --key "env:${key_var}" --channel "${channel}"
