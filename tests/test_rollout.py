@@ -317,3 +317,15 @@ def test_main_registers_rollout() -> None:
     with pytest.raises(SystemExit) as exc:
         main(["rollout", "--help"])
     assert exc.value.code == 0
+
+
+def test_simulated_rollout_small() -> None:
+    """bench/rollout_sim.py at a small scale: killed at a random secret, rate-limited, and
+    finished by a second run without writing any secret twice."""
+    result = sim.simulate(300, jobs=2, seed=random.randrange(1 << 30), limit_every=40)
+    assert result["missing"] == 0 and result["github_and_azure_differ"] == 0
+    assert result["written_twice_github"] == [] and result["written_twice_azure"] == []
+    first, second = result["runs"]
+    assert first["exit"] == -signal.SIGKILL and second["exit"] == 0
+    assert second["report"]["done"] + second["report"]["already"] == 300
+    assert second["report"]["done"] > 0 and result["rate_limited_answers"] > 0

@@ -22,6 +22,9 @@ from signer.trust.errors import FormatError
 
 JOURNAL = "journal.jsonl"
 MAX_LINE = 64 * 1024
+# What later steps read back from a journal entry; the rest stays on disk only.
+_KEPT = ("at", "old", "keyid")
+_EMPTY: dict[str, Any] = {}
 
 
 @dataclass
@@ -76,9 +79,15 @@ class StateDir:
         self._apply(op, feedstock, step, entry)
 
     def _apply(self, op: str, feedstock: str, step: str, entry: dict[str, Any]) -> None:
+        key = (op, feedstock)
         if step == "start":  # a new round of a repeatable operation (rotation)
-            self._progress[(op, feedstock)] = Progress()
-        self._progress.setdefault((op, feedstock), Progress()).steps[step] = entry
+            self._progress[key] = Progress()
+        if step == "done":
+            # Finished: only that is remembered (memory stays small for 29,000 feedstocks).
+            self._progress[key] = Progress({"done": _EMPTY})
+            return
+        kept = {k: entry[k] for k in _KEPT if k in entry}
+        self._progress.setdefault(key, Progress()).steps[step] = kept or _EMPTY
 
     def progress(self, op: str, feedstock: str) -> Progress:
         with self._lock:
