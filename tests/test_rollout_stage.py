@@ -101,6 +101,23 @@ def test_stages_and_coverage(served: tuple[World, Server], tmp_path: Path) -> No
     code, out, err = _status(world, server)
     assert f"enforced: {after['enforced']}" in out
 
+    # A channel subdir with that artifact and one nobody attested: half of it is attested.
+    (artifact,) = (build / "noarch").glob("*.conda")
+    record = {"name": "x", "version": "1.0", "build": "py_0", "build_number": 0,
+              "subdir": "noarch", "depends": []}  # fmt: skip
+    repodata = tmp_path / "repodata.json"
+    repodata.write_text(json.dumps({
+        "info": {"subdir": "noarch"}, "packages": {}, "removed": [], "repodata_version": 1,
+        "packages.conda": {artifact.name: record, "other-1.0-py_0.conda": record},
+    }))  # fmt: skip
+    code, out, err = _status(world, server, "--repodata", str(repodata), "--sample", "0",
+                             "--json")  # fmt: skip
+    assert code == 0, err
+    channel = json.loads(out)["channel"]
+    assert (channel["records"], channel["attested"], channel["attested_share"]) == (2, 1, 0.5)
+    code, out, err = _status(world, server, "--repodata", str(repodata), "--metrics")
+    assert 'cf_sign_rollout_channel_attested_share{subdir="noarch"} 0.5' in out
+
 
 def test_migration_0004_down_and_up(db_url: str) -> None:
     from alembic import command

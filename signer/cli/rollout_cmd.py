@@ -47,6 +47,15 @@ def register(sub: Subparsers) -> None:
     status.add_argument(
         "--days", type=positive_int, default=30, help="signing = attested a build this recently"
     )
+    status.add_argument(
+        "--repodata",
+        type=Path,
+        metavar="FILE",
+        help="also: share of this subdir's records attested",
+    )
+    status.add_argument(
+        "--sample", type=int, default=1000, metavar="N", help="records sampled (0: all)"
+    )
     status.add_argument("--json", action="store_true")
     status.add_argument("--metrics", action="store_true", help="Prometheus text format")
     status.set_defaults(handler=status_cmd)
@@ -230,6 +239,15 @@ def status_cmd(args: argparse.Namespace) -> int:
 
     endpoints = _endpoints(args, providers=False)
     report = _api_errors(lambda: coverage(endpoints.service_client(), days=args.days))
+    if args.repodata is not None:
+        from signer.rollout.status import channel_share
+
+        if not args.repodata.is_file():
+            raise FormatError(str(args.repodata), "--repodata", "no such file")
+        client = endpoints.service_client()
+        report["channel"] = _api_errors(
+            lambda: channel_share(client, args.repodata, sample=args.sample)
+        )
     if args.metrics:
         sys.stdout.write(prometheus(report))
     elif args.json:
@@ -240,6 +258,13 @@ def status_cmd(args: argparse.Namespace) -> int:
             f"signing (last {args.days} days): {report['signing']}; "
             f"observe: {report['observe']}; enforced: {report['enforced']}"
         )
+        channel = report.get("channel")
+        if channel:
+            print(
+                f"{channel['subdir']}: {channel['attested_share']:.1%} of "
+                f"{channel['records']} records attested (sample {channel['sampled']}, "
+                f"+/- {channel['margin_95']:.1%})"
+            )
     return 0
 
 

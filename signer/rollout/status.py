@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from signer.rollout.http import JsonClient
+from signer.rollout.http import ApiError, JsonClient
 
 METRIC = "cf_sign_rollout_feedstocks"
 
@@ -29,4 +30,53 @@ def prometheus(report: dict[str, Any]) -> str:
         "# TYPE cf_sign_rollout_attestations gauge",
         f"cf_sign_rollout_attestations {int(report.get('attestations', 0))}",
     ]
+    channel = report.get("channel")
+    if isinstance(channel, dict):
+        lines += [
+            "# HELP cf_sign_rollout_channel_attested_share share of a subdir's records attested",
+            "# TYPE cf_sign_rollout_channel_attested_share gauge",
+            f'cf_sign_rollout_channel_attested_share{{subdir="{channel["subdir"]}"}} '
+            f"{float(channel['attested_share'])}",
+        ]
     return "\n".join(lines) + "\n"
+
+
+def channel_share(
+    client: JsonClient, repodata: Path, *, sample: int, seed: int | None = None
+) -> dict[str, Any]:
+    """Share of a channel subdir's records whose artifact the service holds an attestation
+    for, from a uniform random sample (`sample` = 0: every record)."""
+    import math
+    import random
+    import urllib.parse
+
+    from signer.repodata.document import read_repodata
+
+    doc = read_repodata(repodata, members=False)
+    subdir = doc.subdir
+    names = [r.filename for r in doc.records]
+    picked = (
+        names if sample <= 0 or sample >= len(names) else random.Random(seed).sample(names, sample)
+    )
+    attested = 0
+    for filename in picked:
+        path = f"/trust/attestations/{urllib.parse.quote(subdir)}/{urllib.parse.quote(filename)}"
+        try:
+            client.request("HEAD", f"{path}.sig.json")
+            attested += 1
+        except ApiError as exc:
+            if exc.status != 404:
+                raise
+    share = attested / len(picked) if picked else 0.0
+    # 95% interval of a sampled proportion (normal approximation), 0 when all were read.
+    margin = 0.0
+    if picked and len(picked) < len(names):
+        margin = 1.96 * math.sqrt(share * (1 - share) / len(picked))
+    return {
+        "subdir": subdir,
+        "records": len(names),
+        "sampled": len(picked),
+        "attested": attested,
+        "attested_share": round(share, 4),
+        "margin_95": round(margin, 4),
+    }
