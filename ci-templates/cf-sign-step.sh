@@ -16,6 +16,8 @@
 #                      false: it skips signing with a warning
 #   CF_SIGN            the cf-sign command (default: cf-sign)
 #   CF_SIGN_INSTALL    pip requirement installed when the command is missing (default cf-sign)
+#   CF_SIGN_SERVICE_URL  the trust service: the signed outputs' attestations are submitted
+#                      there (`cf-sign submit`); unset: they are not
 #   conda-smithy's upload condition: UPLOAD_PACKAGES, IS_PR_BUILD; and the providers' own
 #   BUILD_REASON (Azure) and GITHUB_EVENT_NAME (GitHub Actions).
 #
@@ -93,5 +95,20 @@ output_args=()
 for name in "${names[@]}"; do output_args+=(--output "${name}"); done
 
 say "signing ${names[*]} in ${build_dir} for feedstock ${feedstock} (key from \$${key_var})"
-exec "${cf_sign}" sign --build-dir "${build_dir}" "${output_args[@]}" --feedstock "${feedstock}" \
+marker="$(mktemp)"  # sidecars written from now on are newer (nanosecond mtimes)
+trap 'rm -f "${marker}"' EXIT
+"${cf_sign}" sign --build-dir "${build_dir}" "${output_args[@]}" --feedstock "${feedstock}" \
     --key "env:${key_var}" --channel "${channel}"
+
+service="${CF_SIGN_SERVICE_URL:-}"
+if [[ -z "${service}" ]]; then
+    say "CF_SIGN_SERVICE_URL is not set: sidecars stay next to the packages (not submitted)"
+    exit 0
+fi
+# Submit exactly what this step signed: the sidecars newer than the marker.
+signed=()
+while IFS= read -r -d '' sidecar; do
+    signed+=("${sidecar%.sig.json}")
+done < <(find "${build_dir}" -mindepth 2 -maxdepth 2 -name '*.sig.json' -newer "${marker}" -print0)
+say "submitting ${#signed[@]} attestation(s) to ${service}"
+"${cf_sign}" submit "${signed[@]}" --service "${service}"

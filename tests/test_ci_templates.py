@@ -139,6 +139,7 @@ def test_azure_template_signs_on_ci_builds(world: World, tmp_path: Path) -> None
     run = _run_azure(world, root, "IndividualCI", secret)
     assert run.code == 0, run.out
     assert len(run.sidecars) == 3 and secret not in run.out
+    assert "(not submitted)" in run.out  # no serviceUrl given
     _verify_all(world, root)
 
 
@@ -219,6 +220,35 @@ def test_github_action(world: World, tmp_path: Path, event: str) -> None:
 
     doc = json.loads(run.sidecars[0].read_text())
     assert doc["feedstock"] == "numpy" and len(doc["envelopes"]) == 2
+
+
+def test_azure_template_submits_what_it_signed(
+    world: World, service: tuple[object, object], tmp_path: Path
+) -> None:
+    import httpx
+
+    from signer.rollout.apply import key_from_pem
+
+    svc_world, server = service
+    url = server.url  # type: ignore[attr-defined]
+    public, _ = key_from_pem(world.secrets["numpy"].encode(), "numpy")
+    token = svc_world.registrar_token  # type: ignore[attr-defined]
+    body = {"name": "numpy", "outputs": ["numpy", "numpy-base", "libnumpy-data"],
+            "keys": [public]}  # fmt: skip
+    response = httpx.post(f"{url}/v1/admin/feedstocks", json=body, timeout=60,
+                          headers={"Authorization": f"Bearer {token}"})  # fmt: skip
+    assert response.status_code == 201, response.text
+    root = _feedstock(world, tmp_path)
+    # A sidecar an earlier step left: not this step's to submit.
+    stale = next((root / "build_artifacts" / "linux-64").glob("numpy-extra-*.conda"))
+    stale.with_name(stale.name + ".sig.json").write_text("{}")
+    variables = {"CF_SIGN_KEY": world.secrets["numpy"]}
+    script, step_env = _azure_script({"outputs": OUTPUTS, "serviceUrl": url}, variables)
+    env = _base_env({**AZURE_VARS, "BUILD_REASON": "IndividualCI", **step_env})
+    run = _bash(script, root, env)
+    assert run.code == 0, run.out
+    assert "submitting 3 attestation(s)" in run.out and "3 accepted, 0 refused" in run.out
+    assert world.secrets["numpy"] not in run.out
 
 
 def test_azure_template_needs_the_outputs(world: World, tmp_path: Path) -> None:
