@@ -216,6 +216,8 @@ class AzureStandIn(StandIn):
         self.definitions: dict[int, dict[str, Any]] = {}
         self.secret_values: dict[tuple[int, str], str] = {}
         self.puts: dict[tuple[str, str], int] = {}
+        # Definitions someone else saves between our GET and our PUT (once each).
+        self.edited_meanwhile: set[str] = set()
         super().__init__()
 
     def add(self, name: str) -> None:
@@ -273,6 +275,9 @@ class AzureStandIn(StandIn):
                 return 405, {"message": "method not allowed"}, None
             if not isinstance(body, dict) or body.get("id") != number:
                 return 400, {"message": "body is not this definition"}, None
+            if current["name"] in self.edited_meanwhile:
+                self.edited_meanwhile.discard(current["name"])
+                current["revision"] += 1
             if body.get("revision") != current["revision"]:
                 return 409, {"message": "the definition was updated by someone else"}, None
             variables: dict[str, Any] = {}

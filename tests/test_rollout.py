@@ -207,6 +207,22 @@ def test_rate_limits_are_waited_out(
     assert providers.github.puts == {("india-feedstock", "CF_SIGN_KEY"): 1}
 
 
+def test_azure_definition_saved_meanwhile(
+    service: tuple[World, Server], providers: Providers, tmp_path: Path
+) -> None:
+    world, server = service
+    registry = make_registry(tmp_path / "reg", ["mike"])
+    providers.github.repos = None
+    providers.azure.add("mike-feedstock")
+    providers.azure.edited_meanwhile.add("mike-feedstock")  # a stale revision: 409 once
+    args = _args(registry, server, tmp_path / "s", providers)
+    code, out, err = _cli(_env(world), "rollout", "apply", *args, "--only", "mike")
+    assert code == 0 and "1 done" in out, out + err
+    assert providers.azure.puts == {("mike-feedstock", "CF_SIGN_KEY"): 1}
+    number = providers.azure.by_name["mike-feedstock"]
+    assert providers.azure.definitions[number]["revision"] == 3  # theirs, then ours
+
+
 def test_a_refusal_is_reported_and_the_rest_goes_on(
     service: tuple[World, Server], tmp_path: Path
 ) -> None:

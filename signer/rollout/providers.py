@@ -104,14 +104,23 @@ class AzureVariables:
         return got.body
 
     def put(self, feedstock: str, value: str, keyid: str) -> None:
-        definition = self._definition(feedstock)
-        variables = dict(definition.get("variables") or {})
-        variables[SECRET_NAME] = {"value": value, "isSecret": True, "allowOverride": False}
-        variables[KEYID_VARIABLE] = {"value": keyid, "isSecret": False, "allowOverride": False}
-        definition["variables"] = variables
-        self.client.request(
-            "PUT", f"{self.base}/definitions/{int(definition['id'])}?{AZURE_API}", definition
-        )
+        for attempt in range(3):
+            definition = self._definition(feedstock)
+            variables = dict(definition.get("variables") or {})
+            variables[SECRET_NAME] = {"value": value, "isSecret": True, "allowOverride": False}
+            variables[KEYID_VARIABLE] = {"value": keyid, "isSecret": False,
+                                         "allowOverride": False}  # fmt: skip
+            definition["variables"] = variables
+            try:
+                self.client.request(
+                    "PUT", f"{self.base}/definitions/{int(definition['id'])}?{AZURE_API}",
+                    definition,
+                )  # fmt: skip
+                return
+            except ApiError as exc:
+                # 409: someone saved the definition in between (a stale revision): re-read.
+                if exc.status != 409 or attempt == 2:
+                    raise
 
     def holds(self, feedstock: str, keyid: str) -> bool:
         """The secret is set and its companion names `keyid` (an interrupted write landed)."""
