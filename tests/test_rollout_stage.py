@@ -9,6 +9,7 @@ enforced feedstocks, also as Prometheus text.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -47,7 +48,7 @@ def test_stages_and_coverage(served: tuple[World, Server], tmp_path: Path) -> No
     # Public read, default off.
     r = httpx.get(f"{server.url}/v1/stages/stagefoo", timeout=30)
     assert r.status_code == 200 and r.json() == {"name": "stagefoo", "stage": "off",
-                                                 "previous": None}  # fmt: skip
+                                                 "since": None, "previous": None}  # fmt: skip
     assert httpx.get(f"{server.url}/v1/stages/nosuch", timeout=30).status_code == 404
 
     # Only admins set it; a registrar token is refused; a bad stage is a 422 with JSON.
@@ -69,7 +70,11 @@ def test_stages_and_coverage(served: tuple[World, Server], tmp_path: Path) -> No
     assert code == 0 and "stagefoo: observe -> enforce" in out
 
     listed = httpx.get(f"{server.url}/v1/stages", params={"after": "stage"}, timeout=30).json()
-    assert {"name": "stagefoo", "stage": "enforce", "previous": None} in listed["stages"]
+    (foo,) = [s for s in listed["stages"] if s["name"] == "stagefoo"]
+    # Since when: channel signing can enforce on records uploaded after this moment only.
+    assert foo["stage"] == "enforce" and re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", foo["since"]
+    )
 
     audit = httpx.get(f"{server.url}/v1/admin/audit", headers=_admin(world), timeout=30).json()
     changes = [e for e in audit["entries"] if e["action"] == "feedstock.stage"]

@@ -11,7 +11,7 @@ signing and mirror operators read it as they read the trust repository.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import distinct, func, select
@@ -36,18 +36,29 @@ def set_stage(change: Change, name: str, stage: str) -> tuple[str, str]:
         raise Conflict(f"feedstock {name} has no active key: provision it before enforcing")
     if previous != stage:
         feedstock.stage = stage
+        feedstock.stage_since = change.now
         change.audit("feedstock.stage", {"feedstock": name, "from": previous, "to": stage})
     return previous, stage
 
 
-def stages(session: Session, after: str, limit: int) -> list[dict[str, str]]:
-    rows = session.execute(
-        select(Feedstock.name, Feedstock.stage)
-        .where(Feedstock.name > after)
-        .order_by(Feedstock.name)
-        .limit(limit)
+def since_text(feedstock: Feedstock) -> str | None:
+    moment = feedstock.stage_since
+    if moment is None:
+        return None
+    if moment.tzinfo is None:  # SQLite returns naive datetimes
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def view(feedstock: Feedstock) -> dict[str, str | None]:
+    return {"name": feedstock.name, "stage": feedstock.stage, "since": since_text(feedstock)}
+
+
+def stages(session: Session, after: str, limit: int) -> list[dict[str, str | None]]:
+    rows = session.scalars(
+        select(Feedstock).where(Feedstock.name > after).order_by(Feedstock.name).limit(limit)
     ).all()
-    return [{"name": name, "stage": stage} for name, stage in rows]
+    return [view(f) for f in rows]
 
 
 def coverage(session: Session, now: datetime, days: int) -> dict[str, Any]:

@@ -34,6 +34,9 @@ class StageSet(BaseModel):
 class StageView(BaseModel):
     name: str
     stage: Stage
+    since: str | None = Field(
+        default=None, description="when the stage was last set (UTC); null: never set"
+    )
     previous: Stage | None = None
 
 
@@ -61,14 +64,15 @@ def set_stage(
     actor: Actor = Depends(require_scope("admin")),  # noqa: B008
 ) -> dict[str, Any]:
     with get_state(request).publisher.change(actor.name) as change:
-        previous, stage = stages.set_stage(change, name, body.stage)
-    return {"name": name, "stage": stage, "previous": previous}
+        previous, _ = stages.set_stage(change, name, body.stage)
+    with get_state(request).db.read() as session:
+        return {**stages.view(get_feedstock(session, name)), "previous": previous}
 
 
 @router.get("/v1/stages/{name}", response_model=StageView, responses={404: _ERRORS[404]})
 def get_stage(name: str, request: Request) -> dict[str, Any]:
     with get_state(request).db.read() as session:
-        return {"name": name, "stage": get_feedstock(session, name).stage}
+        return stages.view(get_feedstock(session, name))
 
 
 @router.get("/v1/stages", response_model=StageList)

@@ -1,4 +1,4 @@
-"""Each feedstock's roll-out stage: off, observe or enforce (default off).
+"""Each feedstock's roll-out stage: off, observe or enforce (default off), and since when.
 
 Revision ID: 0004
 Revises: 0001
@@ -19,6 +19,7 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("feedstocks") as batch:
         batch.add_column(sa.Column("stage", sa.String(16), nullable=False, server_default="off"))
+        batch.add_column(sa.Column("stage_since", sa.DateTime(timezone=True), nullable=True))
         batch.create_check_constraint(
             "ck_feedstocks_stage", "stage IN ('off', 'observe', 'enforce')"
         )
@@ -27,4 +28,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     with op.batch_alter_table("feedstocks") as batch:
         batch.drop_constraint("ck_feedstocks_stage", type_="check")
+        batch.drop_column("stage_since")
         batch.drop_column("stage")
