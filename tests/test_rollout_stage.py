@@ -153,10 +153,10 @@ def test_migration_0004_down_and_up(db_url: str) -> None:
         with db.connect() as conn:
             config = migrate._config()
             config.attributes["connection"] = conn
-            command.downgrade(config, "0001")
+            command.downgrade(config, "0003")
             conn.commit()
         assert "stage" not in columns()
-        assert migrate.upgrade(db) == ("0001", "0004")
+        assert migrate.upgrade(db) == ("0003", "0004")
         assert "stage" in columns()
     finally:
         db.engine.dispose()
