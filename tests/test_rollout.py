@@ -345,3 +345,15 @@ def test_simulated_rollout_small() -> None:
     assert first["exit"] == -signal.SIGKILL and second["exit"] == 0
     assert second["report"]["done"] + second["report"]["already"] == 300
     assert second["report"]["done"] > 0 and result["rate_limited_answers"] > 0
+
+
+def test_unreachable_service_is_one_line(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    registry = make_registry(tmp_path / "reg", ["alpha"])
+    code, _out, err = _cli({"CF_SIGN_ADMIN_TOKEN": "t"}, "rollout", "plan", "--registry",
+                          registry, "--service", f"http://127.0.0.1:{port}")  # fmt: skip
+    assert code == 2 and err.count("\n") == 1 and "gave up after 4 attempts" in err, err

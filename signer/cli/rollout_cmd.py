@@ -125,7 +125,8 @@ def _api_errors(func: Any) -> Any:
     try:
         return func()
     except ApiError as exc:
-        raise FormatError(exc.where, "", f"HTTP {exc.status}: {exc.reason}") from None
+        status = f"HTTP {exc.status}: " if exc.status else ""
+        raise FormatError(exc.where, "", f"{status}{exc.reason}") from None
     except ValueError as exc:
         raise FormatError("--service", "URL", str(exc)) from None
 

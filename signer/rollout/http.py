@@ -20,6 +20,7 @@ from typing import Any
 
 MAX_BODY = 16 * 1024 * 1024
 MAX_WAIT = 300.0
+NETWORK_RETRIES = 4
 
 
 class ApiError(Exception):
@@ -150,13 +151,19 @@ class JsonClient:
         data = None if body is None else json.dumps(body).encode("utf-8")
         where = f"{self.name} {method} {path}"
         last = "no answer"
+        failures = 0
+        attempts = 0
         for attempt in range(self.retries):
+            attempts += 1
             self.limiter.wait()
             self.requests += 1
             try:
                 response = self._once(method, path, data)
             except (OSError, http.client.HTTPException) as exc:
                 last = f"network error: {exc}"
+                failures += 1
+                if failures >= NETWORK_RETRIES:
+                    break  # unreachable: say so soon rather than after minutes
                 self.sleep(float(min(2**attempt, 30)))
                 continue
             if response.status in ok:
@@ -173,7 +180,7 @@ class JsonClient:
                 last = f"HTTP {response.status}"
                 continue
             raise ApiError(where, response.status, _message(response.body))
-        raise ApiError(where, 0, f"gave up after {self.retries} attempts ({last})")
+        raise ApiError(where, 0, f"gave up after {attempts} attempts ({last})")
 
 
 def _message(body: Any) -> str:
