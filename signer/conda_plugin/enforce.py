@@ -1,0 +1,105 @@
+"""Checking the records of one channel subdir that a transaction is about to link.
+
+Conda-free: the hook hands over what it knows of each record (file name and the fields
+conda will act on) and the repodata file conda solved from (its cache). Each record must
+be in that repodata, carry full-record (conda profile) signatures meeting the pkg_mgr
+threshold (rule 5, the same code as `repodata verify`), match its file name and subdir
+(rules 5, 13), and agree with the record conda will act on in the fields that decide what
+is downloaded and installed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from signer.trust.metadata import Delegation
+
+# Fields of conda's PackageRecord compared with the verified record: what is downloaded
+# (and checked against), and what the solver and the link step act on.
+COMPARED = ("name", "version", "build", "build_number", "sha256", "md5", "size",
+            "depends", "constrains", "subdir")  # fmt: skip
+
+# What conda assumes for a field the record does not have.
+_DEFAULTS: dict[str, object] = {"build_number": 0, "depends": [], "constrains": []}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A record conda is about to link, as conda holds it."""
+
+    filename: str
+    subdir: str
+    fields: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Problem:
+    filename: str
+    check: str
+    reason: str
+
+
+def _same(name: str, ours: object, theirs: object) -> bool:
+    if name in ("depends", "constrains"):
+        return isinstance(ours, list) and list(ours) == list(theirs or ())  # type: ignore[call-overload]
+    return ours == theirs
+
+
+def check_subdir(
+    repodata: Path, candidates: Sequence[Candidate], pkg_mgr: Delegation
+) -> list[Problem]:
+    """Every problem with `candidates` (empty: all verified)."""
+    from signer.repodata.document import RawRecord, SplitRepodata, parse_record, read_repodata
+    from signer.repodata.verify import verify_repodata
+    from signer.trust.errors import FormatError
+
+    try:
+        split = read_repodata(repodata, members=False)
+    except FormatError as exc:
+        why = f"repodata {exc.source}: {exc.field + ': ' if exc.field else ''}{exc.reason}"
+        return [Problem(c.filename, "repodata", why) for c in candidates]
+    wanted = {c.filename for c in candidates}
+    found: dict[str, RawRecord] = {}
+    for item in split.records:
+        if item.filename in wanted:
+            expected = "packages.conda" if item.filename.endswith(".conda") else "packages"
+            if item.section == expected:
+                found[item.filename] = item
+    problems = [
+        Problem(c.filename, "repodata", "not in the channel's repodata")
+        for c in candidates
+        if c.filename not in found
+    ]
+    present = [found[c.filename] for c in candidates if c.filename in found]
+    if not present:
+        return problems
+    subset = SplitRepodata(split.source, split.top, present, split.signatures, complete=False)
+    report = verify_repodata(subset, pkg_mgr, jobs=1)
+    problems += [Problem(f.filename, f.check, f.reason) for f in report.failures]
+    failed = {p.filename for p in problems}
+    info_subdir = split.subdir
+    for c in candidates:
+        if c.filename in failed:
+            continue
+        try:
+            record = parse_record(found[c.filename], split.source)
+        except FormatError as exc:
+            problems.append(Problem(c.filename, "format", exc.reason))
+            continue
+        if record.get("subdir", info_subdir) != info_subdir:
+            why = f"record subdir {record.get('subdir')!r} in repodata of {info_subdir!r}"
+            problems.append(Problem(c.filename, "subdir", why))
+            continue
+        for name in COMPARED:
+            if name not in c.fields:
+                continue
+            default = info_subdir if name == "subdir" else _DEFAULTS.get(name)
+            ours = record.get(name, default)
+            if not _same(name, ours, c.fields[name]):
+                why = f"conda would use {name} {c.fields[name]!r}, the signed record has {ours!r}"
+                problems.append(Problem(c.filename, "record", why))
+                break
+    return problems
