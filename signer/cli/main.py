@@ -21,6 +21,7 @@ GROUPS = (
     "signer.cli.feedstock_cmd",
     "signer.cli.service_cmd",
     "signer.cli.demo_cmd",
+    "signer.cli.conda_cmd",
 )
 
 # Top-level command -> its group, so a run builds only the parser it needs.
@@ -40,6 +41,7 @@ COMMAND_GROUP = {
     "service": "signer.cli.service_cmd",
     "submit": "signer.cli.service_cmd",
     "demo": "signer.cli.demo_cmd",
+    "conda": "signer.cli.conda_cmd",
 }
 
 
