@@ -98,7 +98,9 @@ def test_unsigned_record_refused(conda: Conda, channel: Channel) -> None:
     _refused(conda.create(channel.url, "alpha"), channel.url, ALPHA, "unsigned")
 
 
-def test_record_signed_by_another_key_refused(conda: Conda, channel: Channel, tmp_path: Path) -> None:
+def test_record_signed_by_another_key_refused(
+    conda: Conda, channel: Channel, tmp_path: Path
+) -> None:
     _enforce(conda, channel)
     other = make_dev_trust_repo(tmp_path / "other")
     from test_feedstock_support import run
@@ -197,7 +199,8 @@ def test_over_http_good_and_tampered(conda: Conda, channel: Channel, tmp_path: P
         assert f"cf-sign: verified 2 record(s) from {url}" in res.out
         # The plugin reads conda's cache: the repodata is fetched once, by conda.
         assert site.counts["/chan/noarch/repodata.json"] == 1, site.counts
-        assert site.counts["/dev/trust/key_mgr.json"] == 1 and site.counts["/dev/trust/2.root.json"] == 1
+        assert site.counts["/dev/trust/key_mgr.json"] == 1
+        assert site.counts["/dev/trust/2.root.json"] == 1
         channel.tamper(ALPHA, "size", 1)
         _refused(conda.create(url, "alpha"), url, ALPHA, "signature")
 
@@ -218,8 +221,9 @@ def test_prefix_configuration_applies_to_that_prefix(conda: Conda, channel: Chan
     env = conda.base / "target"
     _installed(conda.create(channel.url, "alpha", prefix=env))  # nothing configured yet
     channel.tamper("gamma-3.0-0.conda", "license", "tampered")
-    proc = conda.cf_sign("conda", "trust", channel.url, "--trust", channel.repo.trust_dir,
-                         "--root", channel.repo.root_file, env_extra={"CONDA_PREFIX": str(env)})  # fmt: skip
+    args = ("conda", "trust", channel.url, "--trust", channel.repo.trust_dir,
+            "--root", channel.repo.root_file)  # fmt: skip
+    proc = conda.cf_sign(*args, env_extra={"CONDA_PREFIX": str(env)})
     assert proc.returncode == 0 and (env / ".condarc").is_file(), proc.stdout + proc.stderr
     assert not conda.user_condarc.exists()
     res = conda.create(channel.url, "gamma", prefix=env, command="install")

@@ -129,9 +129,8 @@ def make_channel(base: Path, *, repo: DevTrustRepo | None = None) -> Channel:
     for subdir in ("noarch", "linux-64"):
         out = chan / subdir / "repodata.json"
         assert run("repodata", "index", chan / subdir, "-o", out) == 0
-    signed = run("repodata", "sign", chan / "noarch" / "repodata.json",
-                 "--key", repo.keyref("pkg_mgr"), "--mamba-key", repo.keyref("pkg_mgr_mamba"))  # fmt: skip
-    assert signed == 0
+    keys = ("--key", repo.keyref("pkg_mgr"), "--mamba-key", repo.keyref("pkg_mgr_mamba"))
+    assert run("repodata", "sign", chan / "noarch" / "repodata.json", *keys) == 0
     return Channel(chan, repo)
 
 
