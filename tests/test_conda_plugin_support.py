@@ -136,10 +136,16 @@ def make_channel(base: Path, *, repo: DevTrustRepo | None = None) -> Channel:
 
 class _CountingHandler(SimpleHTTPRequestHandler):
     counts: Counter[str]
+    cache_control: str | None = None
 
     def do_GET(self) -> None:
         self.counts[self.path.split("?")[0]] += 1
         super().do_GET()
+
+    def end_headers(self) -> None:
+        if self.cache_control:
+            self.send_header("Cache-Control", self.cache_control)
+        super().end_headers()
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -152,10 +158,11 @@ class Served:
 
 
 @contextmanager
-def serve(directory: Path) -> Iterator[Served]:
+def serve(directory: Path, cache_control: str | None = None) -> Iterator[Served]:
     """`directory` on a loopback HTTP server; counts the GETs of each path."""
     counts: Counter[str] = Counter()
-    handler = type("Handler", (_CountingHandler,), {"counts": counts})
+    attrs = {"counts": counts, "cache_control": cache_control}
+    handler = type("Handler", (_CountingHandler,), attrs)
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(handler, directory=str(directory)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
