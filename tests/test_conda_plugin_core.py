@@ -16,6 +16,7 @@ import pytest
 from test_conda_plugin_support import Channel, make_channel
 from test_feedstock_support import make_world, run
 
+from signer.client import TrustSession
 from signer.conda_plugin.config import (
     ChannelTrust,
     parse_channels,
@@ -35,10 +36,10 @@ def channel(tmp_path: Path) -> Channel:
     return make_channel(tmp_path / "site")
 
 
-def _pkg_mgr(channel: Channel) -> Any:
+def _session(channel: Channel) -> TrustSession:
     entry = parse_entry("c", {"trust": str(channel.repo.trust_dir),
                               "root": str(channel.repo.root_file)})  # fmt: skip
-    return open_channel_trust(entry).pkg_mgr
+    return open_channel_trust(entry).session
 
 
 def _record(channel: Channel, filename: str) -> dict[str, Any]:
@@ -112,15 +113,15 @@ def test_write_refuses_a_broken_condarc_and_leaves_it(tmp_path: Path) -> None:
 def test_good_records_verify(channel: Channel) -> None:
     cands = [Candidate(ALPHA, "noarch", _record(channel, ALPHA)),
              Candidate("beta-2.0-0.conda", "noarch", {})]  # fmt: skip
-    assert check_subdir(channel.repodata, cands, _pkg_mgr(channel)) == []
+    assert check_subdir(channel.repodata, cands, _session(channel)) == []
 
 
 def test_tampered_unsigned_and_missing_records(channel: Channel) -> None:
-    pkg_mgr = _pkg_mgr(channel)
+    session = _session(channel)
     channel.tamper(ALPHA, "depends", [])
     channel.unsign("beta-2.0-0.conda")
     names = [ALPHA, "beta-2.0-0.conda", "gamma-3.0-0.conda", "delta-1-0.conda"]
-    found = check_subdir(channel.repodata, [Candidate(n, "noarch") for n in names], pkg_mgr)
+    found = check_subdir(channel.repodata, [Candidate(n, "noarch") for n in names], session)
     problems = {p.filename: p for p in found}
     assert problems[ALPHA].check == "signature" and "bad signature" in problems[ALPHA].reason
     assert problems["beta-2.0-0.conda"].check == "unsigned"
@@ -129,28 +130,28 @@ def test_tampered_unsigned_and_missing_records(channel: Channel) -> None:
 
 
 def test_record_conda_would_use_must_match_the_signed_one(channel: Channel) -> None:
-    pkg_mgr = _pkg_mgr(channel)
+    session = _session(channel)
     fields = _record(channel, ALPHA)
-    assert check_subdir(channel.repodata, [Candidate(ALPHA, "noarch", fields)], pkg_mgr) == []
+    assert check_subdir(channel.repodata, [Candidate(ALPHA, "noarch", fields)], session) == []
     for name, value in (("sha256", "0" * 64), ("depends", ("beta", "evil")), ("size", 1)):
         forged = {**fields, name: value}
-        (problem,) = check_subdir(channel.repodata, [Candidate(ALPHA, "noarch", forged)], pkg_mgr)
+        (problem,) = check_subdir(channel.repodata, [Candidate(ALPHA, "noarch", forged)], session)
         assert problem.check == "record" and name in problem.reason
 
 
 def test_signed_record_in_the_wrong_subdir_refused(channel: Channel) -> None:
-    pkg_mgr = _pkg_mgr(channel)
+    session = _session(channel)
     channel.tamper(ALPHA, "subdir", "linux-64")
     keys = ("--key", channel.repo.keyref("pkg_mgr"))
     assert run("repodata", "sign", channel.repodata, *keys) == 0  # validly signed, wrong place
-    (problem,) = check_subdir(channel.repodata, [Candidate(ALPHA, "noarch")], pkg_mgr)
+    (problem,) = check_subdir(channel.repodata, [Candidate(ALPHA, "noarch")], session)
     assert problem.check == "subdir"
 
 
 def test_unreadable_repodata_refuses_every_record(channel: Channel) -> None:
-    pkg_mgr = _pkg_mgr(channel)
+    session = _session(channel)
     channel.repodata.write_bytes(channel.repodata.read_bytes()[:200])
-    problems = check_subdir(channel.repodata, [Candidate(ALPHA, "noarch")], pkg_mgr)
+    problems = check_subdir(channel.repodata, [Candidate(ALPHA, "noarch")], session)
     assert [p.check for p in problems] == ["repodata"] and "truncated" in problems[0].reason
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from signer.trust.metadata import Delegation
+if TYPE_CHECKING:
+    from signer.client import TrustSession
 
 # Fields of conda's PackageRecord compared with the verified record: what is downloaded
 # (and checked against), and what the solver and the link step act on.
@@ -49,11 +50,14 @@ def _same(name: str, ours: object, theirs: object) -> bool:
 
 
 def check_subdir(
-    repodata: Path, candidates: Sequence[Candidate], pkg_mgr: Delegation
+    repodata: Path, candidates: Sequence[Candidate], session: TrustSession
 ) -> list[Problem]:
-    """Every problem with `candidates` (empty: all verified)."""
+    """Every problem with `candidates` (empty: all verified).
+
+    `session` is refreshed already; the records' signatures are checked by its
+    verify_repodata, over only the records to be linked (not the whole channel).
+    """
     from signer.repodata.document import RawRecord, SplitRepodata, parse_record, read_repodata
-    from signer.repodata.verify import verify_repodata
     from signer.trust.errors import FormatError
 
     try:
@@ -77,7 +81,7 @@ def check_subdir(
     if not present:
         return problems
     subset = SplitRepodata(split.source, split.top, present, split.signatures, complete=False)
-    report = verify_repodata(subset, pkg_mgr, jobs=1)
+    report = session.verify_repodata(subset, jobs=1)
     problems += [Problem(f.filename, f.check, f.reason) for f in report.failures]
     failed = {p.filename for p in problems}
     info_subdir = split.subdir

@@ -92,7 +92,7 @@ def _check_channel(
             why = f"no {repodata_fn} of {subdir} in conda's cache (sharded repodata is not signed)"
             problems += [Problem(p.fn, "repodata", why) for p in group]
             continue
-        problems += check_subdir(path, [_candidate(p) for p in group], keys.pkg_mgr)
+        problems += check_subdir(path, [_candidate(p) for p in group], keys.session)
     summary = (f"root v{keys.root_version} (expires {keys.root_expires}), "
                f"key_mgr v{keys.key_mgr_version} (expires {keys.key_mgr_expires})")  # fmt: skip
     return problems, summary

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from signer.client import ArtifactVerdict
 from signer.conda_plugin.config import (
     ChannelTrust,
     parse_entry,
@@ -16,7 +17,7 @@ from signer.conda_plugin.config import (
     user_condarc,
     write_channel,
 )
-from signer.conda_plugin.trust import DEFAULT_SKEW, ChannelKeys, open_channel_trust
+from signer.conda_plugin.trust import ChannelKeys, open_channel_trust
 from signer.trust.errors import FormatError, VerificationError
 
 
@@ -68,6 +69,8 @@ class ChannelStatus:
                 root_expires=self.keys.root_expires,
                 key_mgr_version=self.keys.key_mgr_version,
                 key_mgr_expires=self.keys.key_mgr_expires,
+                pkg_mgr_version=self.keys.pkg_mgr_version,
+                pkg_mgr_expires=self.keys.pkg_mgr_expires,
                 pkg_mgr_keys=list(self.keys.pkg_mgr.pubkeys),
                 pkg_mgr_threshold=self.keys.pkg_mgr.threshold,
             )
@@ -141,7 +144,7 @@ class CachedArchive:
 
 @dataclass
 class CacheReport:
-    verdicts: list[Any] = field(default_factory=list)  # feedstock.verify.Verdict
+    verdicts: list[ArtifactVerdict] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (archive, why)
 
 
@@ -194,12 +197,8 @@ def cached_archives(pkgs_dir: Path) -> Iterator[CachedArchive]:
 def verify_cache(pkgs_dir: Path, override: ChannelTrust | None = None) -> CacheReport:
     """`cf-sign verify` on each cached archive of a configured channel (or every archive
     against `override`); archives of channels not configured are listed as skipped."""
-    from signer.feedstock.verify import failed, verify_artifact
-    from signer.fetch import default_state_dir, open_source
-    from signer.trust.jsonload import MAX_DELEGATING, read_file
-    from signer.trust.repository import choose_anchor, update_root
-    from signer.trust.state import TrustState
-    from signer.trust.timefmt import system_clock
+    from signer.client import TrustSession
+    from signer.client.artifact import failed
 
     report = CacheReport()
     archives = list(cached_archives(pkgs_dir))
@@ -207,9 +206,7 @@ def verify_cache(pkgs_dir: Path, override: ChannelTrust | None = None) -> CacheR
     if override is None:
         for status in channel_status(check=False):
             by_url[(status.url or status.entry.channel).rstrip("/")] = status.entry
-    opened: dict[str, Any] = {}  # trust location -> (source, state, root) or the error
-    caches: dict[str, dict[str, Any]] = {}
-    now = system_clock()
+    sessions: dict[tuple[str, Path], TrustSession | VerificationError] = {}
     for archive in archives:
         entry = override or (by_url.get(archive.channel) if archive.channel else None)
         if entry is None:
@@ -217,33 +214,23 @@ def verify_cache(pkgs_dir: Path, override: ChannelTrust | None = None) -> CacheR
                 "channel unknown (no repodata_record.json or urls.txt entry)")  # fmt: skip
             report.skipped.append((archive.path.name, why))
             continue
-        if entry.trust not in opened:
+        key = (entry.trust, entry.root)
+        if key not in sessions:
             try:
-                source = open_source(entry.trust)
-                state = TrustState(default_state_dir(source.location))
-                anchor = choose_anchor(
-                    read_file(str(entry.root), MAX_DELEGATING), str(entry.root), state
-                )
-                root = update_root(source.fetch, anchor, now, state=state)
-                opened[entry.trust] = (source, state, root)
-            except (VerificationError, FormatError) as exc:
-                opened[entry.trust] = exc
-        got = opened[entry.trust]
-        if isinstance(got, FormatError):
-            got = VerificationError(str(entry.root), "trust", str(got))
-        if isinstance(got, VerificationError):
-            report.verdicts.append(failed(archive.path.name, got))
-            continue
-        source, state, root = got
-        try:
-            verdict = verify_artifact(
-                archive.path, source=source, root=root.meta, state=state, now=now,
-                skew=DEFAULT_SKEW, cache=caches.setdefault(entry.trust, {}),
-            )  # fmt: skip
-        except VerificationError as exc:
-            verdict = failed(archive.path.name, exc)
-        except FormatError as exc:
-            verdict = failed(archive.path.name, VerificationError(exc.source, "format", exc.reason))
+                sessions[key] = open_channel_trust(entry).session
+            except VerificationError as exc:
+                sessions[key] = exc
+            except FormatError as exc:
+                sessions[key] = VerificationError(exc.source, "trust", exc.reason)
+        session = sessions[key]
+        verdict: ArtifactVerdict
+        if isinstance(session, VerificationError):
+            verdict = failed(archive.path.name, session)
+        else:
+            try:
+                verdict = session.verify_artifact(archive.path)
+            except FormatError as exc:  # an archive that cannot be read: it does not verify
+                verdict = failed(archive.path.name,
+                                 VerificationError(exc.source, "format", exc.reason))  # fmt: skip
         report.verdicts.append(verdict)
     return report
-

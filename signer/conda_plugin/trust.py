@@ -1,8 +1,9 @@
-"""A configured channel's channel-layer keys: root chain, key_mgr, pkg_mgr delegation.
+"""A configured channel's verifier session: root chain, key_mgr, pkg_mgr, state.
 
-The one place where the plugin and `cf-sign conda` reach the trust repository. The state
-directory is the verifier's (`$XDG_CACHE_HOME/cf-sign/<hash of the trust location>`), so
-`cf-sign verify`, `repodata verify` and conda share what they have seen.
+The one place where the plugin and `cf-sign conda` reach a trust repository, through the
+verifier session (signer.client). The state directory is the verifier's
+(`$XDG_CACHE_HOME/cf-sign/<hash of the trust location>`), so `cf-sign verify`,
+`repodata verify` and conda share what they have seen (rollback protection included).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from signer.client import SessionConfig, TrustSession
 from signer.conda_plugin.config import ChannelTrust
 from signer.trust.metadata import Delegation
 
@@ -20,15 +22,21 @@ DEFAULT_TIMEOUT = 20.0
 
 @dataclass(frozen=True)
 class ChannelKeys:
-    """What the channel's records are checked against, and what it came from."""
+    """A refreshed session, and what it verified (for reports)."""
 
-    location: str
+    session: TrustSession
     state_dir: Path
     pkg_mgr: Delegation
     root_version: int
     root_expires: str
     key_mgr_version: int
     key_mgr_expires: str
+    pkg_mgr_version: int | None
+    pkg_mgr_expires: str | None
+
+    @property
+    def location(self) -> str:
+        return self.session.location
 
 
 def open_channel_trust(
@@ -39,35 +47,25 @@ def open_channel_trust(
     timeout: float = DEFAULT_TIMEOUT,
     state_dir: Path | None = None,
 ) -> ChannelKeys:
-    """Walk the root chain from the configured anchor and verify key_mgr.
+    """Walk the root chain from the configured anchor; verify key_mgr (and pkg_mgr).
 
     Raises VerificationError (the repository does not verify: refuse) or FormatError (the
-    configured anchor is missing or malformed: refuse too, with the file named).
+    configured anchor or trust directory is missing or malformed: refuse too).
     """
-    from signer.fetch import default_state_dir, open_source
-    from signer.trust.errors import FormatError
-    from signer.trust.jsonload import MAX_DELEGATING, read_file
-    from signer.trust.repository import choose_anchor, load_key_mgr, update_root
-    from signer.trust.state import TrustState
-    from signer.trust.timefmt import system_clock
-
-    source = open_source(entry.trust, timeout=timeout)
-    if not source.location.startswith("http") and not Path(entry.trust).is_dir():
-        raise FormatError(entry.trust, "trust", "not a directory or an http(s) URL")
-    state_path = state_dir or default_state_dir(source.location)
-    state = TrustState(state_path)
-    anchor = choose_anchor(
-        read_file(str(entry.root), MAX_DELEGATING), str(entry.root), state
-    )
-    when = now or system_clock()
-    root = update_root(source.fetch, anchor, when, skew, state)
-    key_mgr = load_key_mgr(source.fetch, root, when, skew, state)
+    config = SessionConfig(clock_skew=skew, timeout=timeout, at=now)
+    session = TrustSession.open(entry.trust, root=entry.root, state_dir=state_dir, config=config)
+    assert session.state is not None  # open() always gives the session its state
+    state_path = session.state.path
+    session.refresh()
+    pkg_mgr = session.pkg_mgr
     return ChannelKeys(
-        location=source.location,
+        session=session,
         state_dir=state_path,
-        pkg_mgr=key_mgr.meta.delegations["pkg_mgr"],
-        root_version=root.meta.version,
-        root_expires=root.meta.expiration,
-        key_mgr_version=key_mgr.meta.version,
-        key_mgr_expires=key_mgr.meta.expiration,
+        pkg_mgr=session.key_mgr.meta.pkg_mgr_keys,
+        root_version=session.root.meta.version,
+        root_expires=session.root.meta.expiration,
+        key_mgr_version=session.key_mgr.meta.version,
+        key_mgr_expires=session.key_mgr.meta.expiration,
+        pkg_mgr_version=pkg_mgr.meta.version if pkg_mgr is not None else None,
+        pkg_mgr_expires=pkg_mgr.meta.expiration if pkg_mgr is not None else None,
     )
