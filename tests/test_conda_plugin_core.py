@@ -262,3 +262,11 @@ def test_verify_cache(tmp_path: Path, prefix: Path, cli: Callable[..., Any]) -> 
     assert res.code == 1 and f"FAIL {other.name}" in res.out and "unsigned" in res.out
     res = cli("conda", "verify-cache", pkgs, "--trust", world.trust)
     assert res.code == 2 and "both" in res.err
+
+
+def test_only_the_records_to_link_are_taken_from_the_repodata(channel: Channel) -> None:
+    from signer.conda_plugin.enforce import _wanted_records
+
+    subset = _wanted_records(channel.repodata, {ALPHA, "nothere-1-0.conda"})
+    assert [r.filename for r in subset.records] == [ALPHA]
+    assert set(subset.signatures) == {ALPHA} and subset.subdir == "noarch"

@@ -8,6 +8,7 @@ channel's trust documents (the next root, key_mgr) are fetched, once per channel
 from __future__ import annotations
 
 import sys
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -119,10 +120,12 @@ def enforce_transaction(repodata_fn: str, link_precs: Iterable[PackageRecord]) -
     refused: list[str] = []
     for url, precs in groups.items():
         entry = by_url[url]
+        started = time.perf_counter()
         problems, summary = _check_channel(entry, url, precs, repodata_fn)
+        took = time.perf_counter() - started
         lines = [f"{p.filename} from {url}: {p.check}: {p.reason}" for p in problems]
         if not problems:
-            _say(f"cf-sign: verified {len(precs)} record(s) from {url}: {summary}")
+            _say(f"cf-sign: verified {len(precs)} record(s) from {url} in {took:.2f} s: {summary}")
         elif entry.enforcing:
             refused += lines
         else:
