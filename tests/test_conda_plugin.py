@@ -74,6 +74,17 @@ def test_good_channel_installs_and_says_so(conda: Conda, channel: Channel) -> No
     assert "cf-sign: verified 2 record(s)" in dry.out and "DryRunExit" in dry.out
 
 
+def test_two_subdirs_and_both_formats(conda: Conda, channel: Channel) -> None:
+    _enforce(conda, channel)
+    res = conda.create(channel.url, "alpha", "delta")
+    assert res.code == 0 and res.linked("delta") and res.linked("alpha"), res.out
+    assert f"cf-sign: verified 3 record(s) from {channel.url}" in res.out
+    channel.tamper("delta-4.0-0.tar.bz2", "depends", ["beta"], subdir="linux-64")
+    res = conda.create(channel.url, "alpha", "delta")
+    assert res.code != 0 and "delta-4.0-0.tar.bz2 from" in res.out and "signature" in res.out
+    assert not res.linked("delta") and not res.linked("alpha"), res.out
+
+
 def test_tampered_record_refused(conda: Conda, channel: Channel) -> None:
     _enforce(conda, channel)
     channel.tamper(ALPHA, "depends", [])  # the signature stays: it no longer matches

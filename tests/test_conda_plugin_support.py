@@ -35,8 +35,12 @@ from signer.trust.timefmt import format_time, system_clock
 PLAIN_VAR = "CF_SIGN_CONDA_PLUGIN_VENV"
 CCT_VAR = "CF_SIGN_CONDA_PLUGIN_CCT_VENV"
 
-# The packages of a test channel: alpha depends on beta; gamma stands alone.
-PACKAGES = (("alpha", "1.0", "0", ("beta",)), ("beta", "2.0", "0", ()), ("gamma", "3.0", "0", ()))
+# The packages of a test channel: alpha depends on beta; gamma stands alone (noarch,
+# .conda); delta is a linux-64 .tar.bz2 (another subdir, the other section).
+PACKAGES = (("alpha", "1.0", "0", ("beta",), "noarch", "conda"),
+            ("beta", "2.0", "0", (), "noarch", "conda"),
+            ("gamma", "3.0", "0", (), "noarch", "conda"),
+            ("delta", "4.0", "0", (), "linux-64", "tar.bz2"))  # fmt: skip
 
 
 def conda_venv(var: str) -> Path:
@@ -69,14 +73,16 @@ class Channel:
     def repodata(self) -> Path:
         return self.path / "noarch" / "repodata.json"
 
-    def edit(self, change: Callable[[dict[str, Any]], None]) -> None:
+    def edit(self, change: Callable[[dict[str, Any]], None], subdir: str = "noarch") -> None:
         """Change the served repodata (signatures stay as they were)."""
-        data = json.loads(self.repodata.read_bytes())
+        path = self.path / subdir / "repodata.json"
+        data = json.loads(path.read_bytes())
         change(data)
-        self.repodata.write_text(json.dumps(data, indent=1))
+        path.write_text(json.dumps(data, indent=1))
 
-    def tamper(self, filename: str, name: str, value: object) -> None:
-        self.edit(lambda d: d["packages.conda"][filename].__setitem__(name, value))
+    def tamper(self, filename: str, name: str, value: object, subdir: str = "noarch") -> None:
+        section = "packages.conda" if filename.endswith(".conda") else "packages"
+        self.edit(lambda d: d[section][filename].__setitem__(name, value), subdir)
 
     def unsign(self, filename: str) -> None:
         self.edit(lambda d: d["signatures"].pop(filename))
@@ -123,14 +129,14 @@ def make_channel(base: Path, *, repo: DevTrustRepo | None = None) -> Channel:
     """Packages built, indexed and signed by cf-sign (conda and mamba profiles)."""
     repo = repo or make_dev_trust_repo(base / "dev")
     chan = base / "chan"
-    for name, version, build, depends in PACKAGES:
-        build_package(chan / "noarch", name, version, build, depends=depends)
-    (chan / "linux-64").mkdir(parents=True, exist_ok=True)
+    for name, version, build, depends, subdir, fmt in PACKAGES:
+        build_package(chan / subdir, name, version, build, depends=depends, subdir=subdir,
+                      fmt=fmt)  # fmt: skip
+    keys = ("--key", repo.keyref("pkg_mgr"), "--mamba-key", repo.keyref("pkg_mgr_mamba"))
     for subdir in ("noarch", "linux-64"):
         out = chan / subdir / "repodata.json"
         assert run("repodata", "index", chan / subdir, "-o", out) == 0
-    keys = ("--key", repo.keyref("pkg_mgr"), "--mamba-key", repo.keyref("pkg_mgr_mamba"))
-    assert run("repodata", "sign", chan / "noarch" / "repodata.json", *keys) == 0
+        assert run("repodata", "sign", out, *keys) == 0
     return Channel(chan, repo)
 
 
