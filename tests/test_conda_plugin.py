@@ -243,3 +243,26 @@ def test_prefix_configuration_applies_to_that_prefix(conda: Conda, channel: Chan
     # Another prefix does not read it: the same tampered record installs there.
     res = conda.create(channel.url, "gamma")
     assert res.code == 0 and res.linked("gamma") and "cf-sign" not in res.out, res.out
+
+
+def test_verify_cache_on_what_conda_downloaded(conda: Conda, tmp_path: Path) -> None:
+    from test_feedstock_support import make_world
+
+    world = make_world(tmp_path / "w")
+    numpy = ("numpy", "2.1.0", "0", (), "noarch", "conda")
+    channel = make_channel(tmp_path / "site", repo=world.repo, extra=(numpy,))
+    attestations = world.trust / "attestations" / "noarch"
+    noarch = channel.path / "noarch"
+    assert world.sign(noarch / "numpy-2.1.0-0.conda", "numpy", "--out-dir", attestations) == 0
+    # A feedstock key signing a name outside its delegation.
+    assert world.sign(noarch / ALPHA, "evil", "--out-dir", attestations) == 0
+    _enforce(conda, channel)
+    res = conda.create(channel.url, "numpy", "alpha")
+    _installed(res)  # the channel layer verifies: the feedstock layer is not seen by conda
+    proc = conda.cf_sign("conda", "verify-cache", env_extra={"CONDA_PKGS_DIRS": str(res.pkgs)})
+    out = proc.stdout
+    assert proc.returncode == 1, out + proc.stderr
+    assert "OK   numpy-2.1.0-0.conda  feedstock numpy" in out
+    assert f"FAIL {ALPHA}: scope" in out, out
+    assert "FAIL beta-2.0-0.conda: attestation: unsigned" in out, out
+    assert "1 of 3 checked archive(s) verified, 0 skipped" in out

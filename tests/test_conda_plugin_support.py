@@ -125,11 +125,13 @@ def _key(keys_dir: Path, name: str) -> KeyHandle:
     return key
 
 
-def make_channel(base: Path, *, repo: DevTrustRepo | None = None) -> Channel:
+def make_channel(
+    base: Path, *, repo: DevTrustRepo | None = None, extra: tuple[Any, ...] = ()
+) -> Channel:
     """Packages built, indexed and signed by cf-sign (conda and mamba profiles)."""
     repo = repo or make_dev_trust_repo(base / "dev")
     chan = base / "chan"
-    for name, version, build, depends, subdir, fmt in PACKAGES:
+    for name, version, build, depends, subdir, fmt in PACKAGES + extra:
         build_package(chan / subdir, name, version, build, depends=depends, subdir=subdir,
                       fmt=fmt)  # fmt: skip
     keys = ("--key", repo.keyref("pkg_mgr"), "--mamba-key", repo.keyref("pkg_mgr_mamba"))

@@ -173,6 +173,7 @@ def write_channel(path: Path, entry: ChannelTrust) -> None:
         import io
 
         yaml_rt = YAML()
+        yaml_rt.width = 4096  # long paths stay on one line
         data = yaml_rt.load(text) if text.strip() else None
         data = {} if data is None else data
         out = io.StringIO()

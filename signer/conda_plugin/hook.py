@@ -68,7 +68,7 @@ def _say(line: str) -> None:
 
 
 def _check_channel(
-    entry: ChannelTrust, url: str, precs: Sequence[PackageRecord], repodata_fn: str
+    entry: ChannelTrust, precs: Sequence[PackageRecord], repodata_fn: str
 ) -> tuple[list[Problem], str]:
     from conda.core.subdir_data import SubdirData
 
@@ -121,7 +121,7 @@ def enforce_transaction(repodata_fn: str, link_precs: Iterable[PackageRecord]) -
     for url, precs in groups.items():
         entry = by_url[url]
         started = time.perf_counter()
-        problems, summary = _check_channel(entry, url, precs, repodata_fn)
+        problems, summary = _check_channel(entry, precs, repodata_fn)
         took = time.perf_counter() - started
         lines = [f"{p.filename} from {url}: {p.check}: {p.reason}" for p in problems]
         if not problems:
