@@ -266,3 +266,27 @@ def test_verify_cache_on_what_conda_downloaded(conda: Conda, tmp_path: Path) -> 
     assert f"FAIL {ALPHA}: scope" in out, out
     assert "FAIL beta-2.0-0.conda: attestation: unsigned" in out, out
     assert "1 of 3 checked archive(s) verified, 0 skipped" in out
+
+
+def test_explicit_install_checked_before_linking(
+    conda: Conda, channel: Channel, tmp_path: Path
+) -> None:
+    # An @EXPLICIT file skips the solver (and the post-solve hook): the pre-transaction
+    # check catches it after the download, before anything is linked.
+    lock = channel.explicit_file(tmp_path / "explicit.txt", "beta-2.0-0.conda", ALPHA)
+    _enforce(conda, channel)
+    res = conda.create(channel.url, explicit=lock)
+    _installed(res)
+    assert res.out.count("cf-sign: verified 2 record(s)") == 1, res.out
+    channel.tamper(ALPHA, "license", "tampered")  # the archive and its md5 are unchanged
+    res = conda.create(channel.url, explicit=lock)
+    assert res.code != 0 and f"{ALPHA} from {channel.url}: signature" in res.out, res.out
+    assert "nothing was linked" in res.out and "Traceback" not in res.out
+    assert not res.linked("alpha") and not res.linked("beta")
+
+
+def test_solved_install_checked_once(conda: Conda, channel: Channel) -> None:
+    _enforce(conda, channel)
+    res = conda.create(channel.url, "alpha")
+    _installed(res)
+    assert res.out.count("cf-sign: verified") == 1, res.out  # not again before linking

@@ -84,6 +84,13 @@ class Channel:
         section = "packages.conda" if filename.endswith(".conda") else "packages"
         self.edit(lambda d: d[section][filename].__setitem__(name, value), subdir)
 
+    def explicit_file(self, path: Path, *filenames: str) -> Path:
+        """An @EXPLICIT environment file (what conda-lock writes) naming `filenames`."""
+        records = json.loads(self.repodata.read_bytes())["packages.conda"]
+        lines = [f"{self.url}/noarch/{fn}#{records[fn]['md5']}" for fn in filenames]
+        path.write_text("@EXPLICIT\n" + "\n".join(lines) + "\n")
+        return path
+
     def unsign(self, filename: str) -> None:
         self.edit(lambda d: d["signatures"].pop(filename))
 
@@ -235,13 +242,19 @@ class Conda:
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
     def create(self, channel: str, *specs: str, dry_run: bool = False,
-               prefix: Path | None = None, command: str = "create") -> CondaResult:  # fmt: skip
+               prefix: Path | None = None, command: str = "create",
+               explicit: Path | None = None) -> CondaResult:  # fmt: skip
+        """`conda create|install -p PREFIX` (a solve), or of an @EXPLICIT file (no solve)."""
         self.runs += 1
         prefix = prefix or self.base / f"env{self.runs}"
         pkgs = self.base / f"pkgs{self.runs}"  # fresh: nothing cached between runs
         args = [str(self.venv / "bin" / "python"), "-m", "conda", command, "-y", "-p",
-                str(prefix), "--solver", "classic", "--override-channels", "-c", channel,
-                "--repodata-fn", "repodata.json", *specs]  # fmt: skip
+                str(prefix)]  # fmt: skip
+        if explicit is not None:
+            args += ["--file", str(explicit)]
+        else:
+            args += ["--solver", "classic", "--override-channels", "-c", channel,
+                     "--repodata-fn", "repodata.json", *specs]  # fmt: skip
         if dry_run:
             args.append("--dry-run")
         proc = subprocess.run(args, capture_output=True, text=True, timeout=600,

@@ -53,9 +53,23 @@ def channel_url(name: str) -> str | None:
     return url.rstrip("/") if url else None
 
 
-def _candidate(prec: PackageRecord) -> Candidate:
+# An explicit install (`@EXPLICIT` file, package URL) builds its records from URLs: they
+# carry no depends, so only what decides the download is compared.
+EXPLICIT_COMPARED = ("name", "version", "build", "sha256", "md5", "size", "subdir")
+
+# Records this process has already checked (post-solve), by URL and hash: the
+# pre-transaction check then looks only at records that skipped the solver.
+_CHECKED: set[tuple[str, str]] = set()
+
+
+def _key(prec: PackageRecord) -> tuple[str, str]:
+    return (str(getattr(prec, "url", None) or prec.fn),
+            str(getattr(prec, "sha256", None) or getattr(prec, "md5", None) or ""))  # fmt: skip
+
+
+def _candidate(prec: PackageRecord, compared: Sequence[str] = COMPARED) -> Candidate:
     fields: dict[str, Any] = {}
-    for name in COMPARED:
+    for name in compared:
         value = getattr(prec, name, None)
         if value is not None:
             fields[name] = value
@@ -68,7 +82,7 @@ def _say(line: str) -> None:
 
 
 def _check_channel(
-    entry: ChannelTrust, precs: Sequence[PackageRecord], repodata_fn: str
+    entry: ChannelTrust, precs: Sequence[PackageRecord], repodata_fn: str, explicit: bool
 ) -> tuple[list[Problem], str]:
     from conda.core.subdir_data import SubdirData
 
@@ -85,22 +99,38 @@ def _check_channel(
     problems: list[Problem] = []
     for subdir, group in sorted(by_subdir.items()):
         try:
-            path = Path(SubdirData(group[0].channel, repodata_fn=repodata_fn).cache_path_json)
-        except (ValueError, TypeError) as exc:
+            channel = group[0].channel
+            if getattr(channel, "package_filename", None):  # a record made from a URL
+                from conda.models.channel import Channel
+
+                channel = Channel(f"{channel.base_url}/{subdir}")
+            subdir_data = SubdirData(channel, repodata_fn=repodata_fn)
+            path = Path(subdir_data.cache_path_json)
+            if explicit and not path.is_file():
+                # No solve fetched it: ask conda for it, as a solve would have.
+                path = Path(subdir_data.repo_fetch.fetch_latest_path()[0])
+        except (ValueError, TypeError, OSError, CondaError) as exc:
             problems += [Problem(p.fn, "repodata", f"conda's cache: {exc}") for p in group]
             continue
         if not path.is_file():
             why = f"no {repodata_fn} of {subdir} in conda's cache (sharded repodata is not signed)"
             problems += [Problem(p.fn, "repodata", why) for p in group]
             continue
-        problems += check_subdir(path, [_candidate(p) for p in group], keys.session)
+        compared = EXPLICIT_COMPARED if explicit else COMPARED
+        problems += check_subdir(path, [_candidate(p, compared) for p in group], keys.session)
     summary = (f"root v{keys.root_version} (expires {keys.root_expires}), "
                f"key_mgr v{keys.key_mgr_version} (expires {keys.key_mgr_expires})")  # fmt: skip
     return problems, summary
 
 
-def enforce_transaction(repodata_fn: str, link_precs: Iterable[PackageRecord]) -> None:
-    """Raise TrustRefusedError when a record of an enforced channel does not verify."""
+def enforce_transaction(
+    repodata_fn: str, link_precs: Iterable[PackageRecord], *, explicit: bool = False
+) -> None:
+    """Raise TrustRefusedError when a record of an enforced channel does not verify.
+
+    `explicit`: the pre-transaction check (after the download, before anything is linked)
+    of records no solve has checked in this process.
+    """
     entries = configured_channels()
     if not entries:
         return
@@ -115,14 +145,16 @@ def enforce_transaction(repodata_fn: str, link_precs: Iterable[PackageRecord]) -
     groups: dict[str, list[PackageRecord]] = defaultdict(list)
     for prec in link_precs:
         base = getattr(prec.channel, "base_url", None)
-        if base and base.rstrip("/") in by_url:
+        if base and base.rstrip("/") in by_url and not (explicit and _key(prec) in _CHECKED):
             groups[base.rstrip("/")].append(prec)
     refused: list[str] = []
     for url, precs in groups.items():
         entry = by_url[url]
         started = time.perf_counter()
-        problems, summary = _check_channel(entry, precs, repodata_fn)
+        problems, summary = _check_channel(entry, precs, repodata_fn, explicit)
         took = time.perf_counter() - started
+        if not entry.enforcing or not problems:
+            _CHECKED.update(_key(p) for p in precs)
         lines = [f"{p.filename} from {url}: {p.check}: {p.reason}" for p in problems]
         if not problems:
             _say(f"cf-sign: verified {len(precs)} record(s) from {url} in {took:.2f} s: {summary}")
@@ -135,7 +167,8 @@ def enforce_transaction(repodata_fn: str, link_precs: Iterable[PackageRecord]) -
             _say(f"cf-sign (observe): {ok} of {len(precs)} record(s) from {url} verified")
     if refused:
         body = "\n".join(f"  {line}" for line in refused)
+        done = "nothing was linked" if explicit else "nothing was downloaded or linked"
         raise TrustRefusedError(
             "cf-sign refused the transaction (records of a trusted channel do not verify; "
-            f"nothing was downloaded or linked):\n{body}"
+            f"{done}):\n{body}"
         )

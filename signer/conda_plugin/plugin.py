@@ -8,11 +8,11 @@ stops the transaction before that plugin parses the repodata again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import conda.plugins
-from conda.plugins.types import CondaPostSolve, CondaSetting
+from conda.plugins.types import CondaPostSolve, CondaPreTransactionAction, CondaSetting
 
 if TYPE_CHECKING:
     from conda.models.records import PackageRecord
@@ -25,6 +25,10 @@ def _post_solve(
     unlink_precs: tuple[PackageRecord, ...],
     link_precs: tuple[PackageRecord, ...],
 ) -> None:
+    _enforce(repodata_fn, link_precs, explicit=False)
+
+
+def _enforce(repodata_fn: str, link_precs: Iterable[PackageRecord], *, explicit: bool) -> None:
     from conda import CondaError
     from conda.base.context import context
 
@@ -33,7 +37,7 @@ def _post_solve(
     try:
         from signer.conda_plugin.hook import enforce_transaction
 
-        enforce_transaction(repodata_fn, link_precs)
+        enforce_transaction(repodata_fn, link_precs, explicit=explicit)
     except CondaError:
         raise
     except Exception as exc:  # fail closed: a trusted channel is configured
@@ -45,6 +49,35 @@ def _post_solve(
 @conda.plugins.hookimpl(tryfirst=True)  # type: ignore[untyped-decorator]
 def conda_post_solves() -> Iterator[CondaPostSolve]:
     yield CondaPostSolve(name="cf-sign-channel-trust", action=_post_solve)
+
+
+@conda.plugins.hookimpl  # type: ignore[untyped-decorator]
+def conda_pre_transaction_actions() -> Iterator[CondaPreTransactionAction]:
+    """Records that skipped the solver (explicit installs): checked before linking.
+
+    conda builds pre-transaction actions after the download and extraction and before
+    anything is linked; records the post-solve hook checked in this process are skipped.
+    """
+    from conda.core.path_actions import Action
+
+    class ExplicitRecordsCheck(Action):  # type: ignore[misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            _enforce("repodata.json", tuple(self.link_precs or ()), explicit=True)
+
+        def verify(self) -> None:
+            self._verified = True
+
+        def execute(self) -> None:
+            pass
+
+        def reverse(self) -> None:
+            pass
+
+        def cleanup(self) -> None:
+            pass
+
+    yield CondaPreTransactionAction(name="cf-sign-explicit-records", action=ExplicitRecordsCheck)
 
 
 @conda.plugins.hookimpl  # type: ignore[untyped-decorator]
