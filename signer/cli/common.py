@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,6 +149,18 @@ def verification_hint(exc: VerificationError) -> VerificationError:
     if exc.check == "trust anchor":
         return VerificationError(exc.subject, exc.check, exc.reason + "; pass --root FILE")
     return exc
+
+
+@contextmanager
+def flags(mapping: dict[str, str]) -> Iterator[None]:
+    """Name the command-line flag in a library's FormatError about one of its fields."""
+    try:
+        yield
+    except FormatError as exc:
+        flag = mapping.get(exc.field)
+        if flag is None:
+            raise
+        raise FormatError(exc.source, flag, exc.reason) from None
 
 
 def emit_json(obj: Any) -> None:
