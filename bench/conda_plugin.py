@@ -51,7 +51,7 @@ def _record(name: str, version: str, depends: list[str], rng: random.Random) -> 
 
 def make_channel(base: Path, records: int) -> tuple[Path, Path, Path]:
     """(channel dir, trust dir, root file): noarch repodata signed by cf-sign's pkg_mgr key."""
-    from signer.ceremony.devrepo import make_dev_trust_repo
+    from signer.devrepo import make_dev_trust_repo
     from signer.keys import resolve_keyref
     from signer.repodata.document import read_repodata
     from signer.repodata.sign import sign_repodata

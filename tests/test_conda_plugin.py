@@ -21,7 +21,7 @@ from test_conda_plugin_support import (
     serve,
 )
 
-from signer.ceremony.devrepo import make_dev_trust_repo
+from signer.devrepo import make_dev_trust_repo
 
 ALPHA = "alpha-1.0-0.conda"
 

@@ -25,7 +25,7 @@ import pytest
 from test_feedstock_support import run
 
 from signer.artifacts.build import build_package
-from signer.ceremony.devrepo import DevTrustRepo, make_dev_trust_repo
+from signer.devrepo import DevTrustRepo, make_dev_trust_repo
 from signer.keys import KeyHandle, generate_key, resolve_keyref
 from signer.trust.metadata import Delegation, KeyMgr, Root, Signable
 from signer.trust.signing import sign_envelope
