@@ -54,6 +54,10 @@ def trust_cmd(args: argparse.Namespace) -> int:
         f"key_mgr v{keys.key_mgr_version} (expires {keys.key_mgr_expires})\n"
         f"  written to {target}\n"
     )
+    if not args.user:
+        sys.stdout.write(
+            "  conda reads it for commands on that prefix only; --user guards every environment\n"
+        )
     return 0
 
 
