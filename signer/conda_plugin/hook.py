@@ -1,8 +1,11 @@
-"""The post-solve hook: refuse a transaction whose trusted-channel records do not verify.
+"""The checks behind the hooks: refuse a transaction whose trusted-channel records do not
+verify.
 
-Runs after the solve and before anything is downloaded. Reads the repodata from conda's
-own cache (the file the solver just used), so it fetches no repodata of its own; only the
-channel's trust documents (the next root, key_mgr) are fetched, once per channel.
+The post-solve hook runs after the solve and before anything is downloaded. It reads the
+repodata from conda's own cache (the file the solver just used), so it fetches no repodata
+of its own; only the channel's trust documents (the next root, key_mgr, pkg_mgr) are
+fetched, once per channel. Records that skipped the solver (explicit installs) are checked
+by the pre-transaction hook the same way, before anything is linked.
 """
 
 from __future__ import annotations
@@ -30,6 +33,8 @@ class TrustRefusedError(CondaError):  # type: ignore[misc]
 
 
 class TrustConfigError(CondaError):  # type: ignore[misc]
+    """The plugin's .condarc setting is malformed: nothing is trusted, nothing proceeds."""
+
     return_code = 1
 
 
