@@ -74,6 +74,17 @@ def test_good_channel_installs_and_says_so(conda: Conda, channel: Channel) -> No
     assert "cf-sign: verified 2 record(s)" in dry.out and "DryRunExit" in dry.out
 
 
+def test_default_repodata_name_falls_back_like_conda(conda: Conda, channel: Channel) -> None:
+    # Without --repodata-fn conda asks for current_repodata.json first, finds none and
+    # solves from repodata.json, still reporting the first name to the hook.
+    _enforce(conda, channel)
+    res = conda.create(channel.url, "alpha", repodata_fn=None)
+    _installed(res)
+    assert "current_repodata.json" in res.out and "cf-sign: verified 2 record(s)" in res.out
+    channel.tamper(ALPHA, "license", "tampered")
+    _refused(conda.create(channel.url, "alpha", repodata_fn=None), channel.url, "signature")
+
+
 def test_two_subdirs_and_both_formats(conda: Conda, channel: Channel) -> None:
     _enforce(conda, channel)
     res = conda.create(channel.url, "alpha", "delta")

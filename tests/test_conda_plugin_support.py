@@ -243,7 +243,8 @@ class Conda:
 
     def create(self, channel: str, *specs: str, dry_run: bool = False,
                prefix: Path | None = None, command: str = "create",
-               explicit: Path | None = None) -> CondaResult:  # fmt: skip
+               explicit: Path | None = None,
+               repodata_fn: str | None = "repodata.json") -> CondaResult:  # fmt: skip
         """`conda create|install -p PREFIX` (a solve), or of an @EXPLICIT file (no solve)."""
         self.runs += 1
         prefix = prefix or self.base / f"env{self.runs}"
@@ -253,8 +254,9 @@ class Conda:
         if explicit is not None:
             args += ["--file", str(explicit)]
         else:
-            args += ["--solver", "classic", "--override-channels", "-c", channel,
-                     "--repodata-fn", "repodata.json", *specs]  # fmt: skip
+            args += ["--solver", "classic", "--override-channels", "-c", channel, *specs]
+            if repodata_fn is not None:
+                args += ["--repodata-fn", repodata_fn]
         if dry_run:
             args.append("--dry-run")
         proc = subprocess.run(args, capture_output=True, text=True, timeout=600,

@@ -86,11 +86,34 @@ def _say(line: str) -> None:
     sys.stderr.flush()
 
 
+def _cached_repodata(channel: Any, subdir: str, repodata_fn: str, *, fetch: bool) -> Path | None:
+    """The repodata file conda solved from, in its cache (None when it has none).
+
+    conda falls back from current_repodata.json to repodata.json when a channel has no
+    current_repodata.json, and still reports the name it asked for: look where it looked.
+    Any validly signed record of the channel will do: what is compared is the record conda
+    acts on against a signed one, not which file conda read it from.
+    """
+    from conda.core.subdir_data import SubdirData
+    from conda.models.channel import Channel
+
+    if getattr(channel, "package_filename", None):  # a record made from a URL
+        channel = Channel(f"{channel.base_url}/{subdir}")
+    names = [repodata_fn] + (["repodata.json"] if repodata_fn != "repodata.json" else [])
+    for name in names:
+        path = Path(SubdirData(channel, repodata_fn=name).cache_path_json)
+        if path.is_file():
+            return path
+    if fetch:  # no solve fetched it (explicit install): ask conda, as a solve would
+        fetcher = SubdirData(channel, repodata_fn="repodata.json").repo_fetch
+        path = Path(fetcher.fetch_latest_path()[0])
+        return path if path.is_file() else None
+    return None
+
+
 def _check_channel(
     entry: ChannelTrust, precs: Sequence[PackageRecord], repodata_fn: str, explicit: bool
 ) -> tuple[list[Problem], str]:
-    from conda.core.subdir_data import SubdirData
-
     from signer.conda_plugin.trust import open_channel_trust
     from signer.trust.errors import FormatError, VerificationError
 
@@ -104,21 +127,13 @@ def _check_channel(
     problems: list[Problem] = []
     for subdir, group in sorted(by_subdir.items()):
         try:
-            channel = group[0].channel
-            if getattr(channel, "package_filename", None):  # a record made from a URL
-                from conda.models.channel import Channel
-
-                channel = Channel(f"{channel.base_url}/{subdir}")
-            subdir_data = SubdirData(channel, repodata_fn=repodata_fn)
-            path = Path(subdir_data.cache_path_json)
-            if explicit and not path.is_file():
-                # No solve fetched it: ask conda for it, as a solve would have.
-                path = Path(subdir_data.repo_fetch.fetch_latest_path()[0])
+            path = _cached_repodata(group[0].channel, subdir, repodata_fn, fetch=explicit)
         except (ValueError, TypeError, OSError, CondaError) as exc:
             problems += [Problem(p.fn, "repodata", f"conda's cache: {exc}") for p in group]
             continue
-        if not path.is_file():
-            why = f"no {repodata_fn} of {subdir} in conda's cache (sharded repodata is not signed)"
+        if path is None:
+            why = (f"no {repodata_fn} of {subdir} in conda's cache (cf-sign verifies the "
+                   "channel's repodata.json; sharded repodata is not signed)")  # fmt: skip
             problems += [Problem(p.fn, "repodata", why) for p in group]
             continue
         compared = EXPLICIT_COMPARED if explicit else COMPARED
