@@ -301,3 +301,20 @@ def test_solved_install_checked_once(conda: Conda, channel: Channel) -> None:
     res = conda.create(channel.url, "alpha")
     _installed(res)
     assert res.out.count("cf-sign: verified") == 1, res.out  # not again before linking
+
+
+def test_unreachable_trust_repository_refuses(conda: Conda, channel: Channel) -> None:
+    import socket
+
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    conda.user_condarc.write_text(
+        "plugins:\n  cf_sign_channels:\n"
+        f"    {channel.url}:\n      trust: http://127.0.0.1:{port}/trust\n"
+        f"      root: {channel.repo.root_file}\n"
+    )
+    _refused(conda.create(channel.url, "alpha"), channel.url, "network error")
+    # Control: the same channel with its reachable trust repository installs.
+    _enforce(conda, channel)
+    _installed(conda.create(channel.url, "alpha"))
