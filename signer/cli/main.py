@@ -23,6 +23,7 @@ GROUPS = (
     "signer.cli.ceremony_cmd",
     "signer.cli.rollout_cmd",
     "signer.cli.demo_cmd",
+    "signer.cli.conda_cmd",
 )
 
 # Top-level command -> its group, so a run builds only the parser it needs.
@@ -44,6 +45,7 @@ COMMAND_GROUP = {
     "ceremony": "signer.cli.ceremony_cmd",
     "rollout": "signer.cli.rollout_cmd",
     "demo": "signer.cli.demo_cmd",
+    "conda": "signer.cli.conda_cmd",
 }
 
 
