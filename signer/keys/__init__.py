@@ -116,6 +116,14 @@ def resolve_keyref(
         passphrase = handler("passphrase").encode("utf-8") if b"ENCRYPTED" in data else None
         key = parse_private_key(data, described, passphrase)
         return KeyHandle(keyref, public_key_of(key), private_key=key)
+    if scheme == "wrapped":
+        return _resolve_wrapped(keyref)
+    if scheme == "azurekms":
+        from signer.keys.azure import import_azure_key, register_schemes
+
+        register_schemes()
+        if public is None:
+            public = import_azure_key(keyref)
     from securesystemslib.signer import SIGNER_FOR_URI_SCHEME, Signer, SSlibKey
 
     from signer.keys.local import LOCAL_SIGNERS
@@ -134,6 +142,20 @@ def resolve_keyref(
     except Exception as exc:  # backend errors (network, token, agent) vary by backend
         raise FormatError(keyref, "", f"cannot load signer: {exc}") from None
     return KeyHandle(keyref, public, signer=signer)
+
+
+def _resolve_wrapped(keyref: str) -> KeyHandle:
+    # A seed wrapped by a Key Vault RSA key: one unwrapKey per process, kept in memory only.
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from signer.keys.azure import WrappedFile, unwrap_seed
+
+    location = keyref[len("wrapped:") :]
+    if not location:
+        raise FormatError(keyref, "", "expected wrapped:FILE")
+    wrapped = WrappedFile.read(location)
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(unwrap_seed(wrapped))
+    return KeyHandle(keyref, wrapped.public, private_key=key)
 
 
 def load_public_key(arg: str) -> PublicKey:
