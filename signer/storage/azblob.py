@@ -108,10 +108,12 @@ class BlobTarget:
         *,
         endpoint: str | None = None,
         container_client: ContainerClient | None = None,
+        retries: int = 3,
     ) -> None:
         self.location = parse_blob_url(location) if isinstance(location, str) else location
         self._client = container_client
         self._endpoint = endpoint
+        self._retries = retries
         self.outcomes: list[WriteOutcome] = []
 
     # ------------------------------------------------------------------ connection
@@ -124,21 +126,24 @@ class BlobTarget:
 
     def _connect(self) -> ContainerClient:
         try:
-            from azure.storage.blob import BlobServiceClient
+            from azure.storage.blob import BlobServiceClient, ExponentialRetry
         except ImportError:
             raise FormatError(
                 self.location.url,
                 "",
                 "Blob Storage needs the azure extra: pip install 'cf-sign[azure]'",
             ) from None
+        # The SDK's default backs off 15 s, then 45 s: a publisher should fail within seconds.
+        policy = ExponentialRetry(initial_backoff=1, increment_base=2, retry_total=self._retries)
+        options: dict[str, Any] = {"retry_policy": policy, "connection_timeout": 10}
         conn = os.environ.get(CONNECTION_STRING_ENV)
         if conn:
-            service = BlobServiceClient.from_connection_string(conn)
+            service = BlobServiceClient.from_connection_string(conn, **options)
         else:
             from signer.keys.azure import azure_credential
 
             endpoint = self._endpoint or f"https://{self.location.account}.blob.core.windows.net"
-            service = BlobServiceClient(endpoint, credential=azure_credential())
+            service = BlobServiceClient(endpoint, credential=azure_credential(), **options)
         client = service.get_container_client(self.location.container)
         self._call("create container", lambda: _create_if_missing(client))
         return client
