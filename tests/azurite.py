@@ -70,7 +70,7 @@ def running_azurite(directory: Path) -> Iterator[int]:
             "--disableTelemetry",
             "--skipApiVersionCheck",
             "--loose",
-        ],  # fmt: skip
+        ],
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -122,7 +122,7 @@ def test_concurrent_replicas_converge_to_the_newest(blob_env: int) -> None:
         try:
             for v in versions:
                 target.put("feedstocks/index.json", _doc(v))
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [
