@@ -43,7 +43,7 @@ def azure(tmp_path: Path) -> Iterator[tuple[StandIn, dict[str, str], int]]:
 def test_service_on_key_vault_and_blob_storage(
     azure: tuple[StandIn, dict[str, str], int], tmp_path: Path
 ) -> None:
-    vault, env, port = azure
+    vault, _, port = azure
     repo = make_dev_trust_repo(tmp_path / "dev")
     wrap_key = vault.add_rsa_key("cf-sign-online")
     wrapped = {}
