@@ -242,7 +242,7 @@ def test_service_runs_with_wrapped_online_keys(
 ) -> None:
     """`service init` with key_mgr and pkg_mgr seeds in Key Vault; the result verifies."""
     pytest.importorskip("fastapi")
-    from signer.ceremony.devrepo import make_dev_trust_repo
+    from signer.devrepo import make_dev_trust_repo
 
     state, _ = vault
     rsa = state.add_rsa_key("service-wrap")

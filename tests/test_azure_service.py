@@ -20,7 +20,7 @@ from azurite import ACCOUNT, connection_string, running_azurite
 from test_feedstock_support import environ
 from test_service_support import Server, build_artifacts, run_cli, run_process
 
-from signer.ceremony.devrepo import make_dev_trust_repo
+from signer.devrepo import make_dev_trust_repo
 from signer.storage import BlobTarget
 from signer.trust.feedstocks import INDEX_PATH
 

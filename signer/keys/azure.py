@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+from signer.keys.handle import KeyHandle
+from signer.keys.registry import KeyRequest
 from signer.trust.errors import FormatError
 from signer.trust.keys import PublicKey
 
@@ -266,15 +268,32 @@ def _azure_signer_class() -> type[Signer]:
 
 def register_schemes() -> None:
     """Put cf-sign's `azurekms` signer in securesystemslib's scheme table."""
-    try:
-        from securesystemslib.signer import SIGNER_FOR_URI_SCHEME
-    except ImportError:  # pragma: no cover - securesystemslib is a base dependency
-        return
-    try:
-        import azure.keyvault.keys  # noqa: F401
-    except ImportError:
-        return  # without the extra, `azurekms:` resolves to a clear "install the extra"
+    from securesystemslib.signer import SIGNER_FOR_URI_SCHEME
+
+    _require_sdk()
     SIGNER_FOR_URI_SCHEME[AZURE_SCHEME] = _azure_signer_class()
+
+
+def load_azurekms(request: KeyRequest) -> KeyHandle:
+    """Backend of `azurekms://` KEYREFs (signer.keys.registry): an EC key in Key Vault."""
+    from securesystemslib.signer import Signer, SSlibKey
+
+    register_schemes()
+    public = request.public or import_azure_key(request.keyref)
+    sslib = SSlibKey(public.keyid, public.keytype, public.scheme, {"public": public.public})
+    signer = Signer.from_priv_key_uri(request.keyref, sslib)
+    return KeyHandle(request.keyref, public, signer=signer)
+
+
+def load_wrapped(request: KeyRequest) -> KeyHandle:
+    """Backend of `wrapped:FILE`: the seed unwrapped by Key Vault once, then held in memory."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    if not request.location:
+        raise FormatError(request.keyref, "", "expected wrapped:FILE")
+    wrapped = WrappedFile.read(request.location)
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(unwrap_seed(wrapped))
+    return KeyHandle(request.keyref, wrapped.public, private_key=key)
 
 
 # --------------------------------------------------------------------------- wrapped:FILE
@@ -416,6 +435,8 @@ __all__ = [
     "describe_azure_error",
     "import_azure_key",
     "key_id_url",
+    "load_azurekms",
+    "load_wrapped",
     "register_schemes",
     "unwrap_seed",
     "wrap_keyref",
