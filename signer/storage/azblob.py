@@ -38,6 +38,7 @@ _ACCOUNT = re.compile(r"\A[a-z0-9]{3,24}\Z")
 _CONTAINER = re.compile(r"\A[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
 _ROOT = re.compile(r"\A[0-9]+\.root\.json\Z")
 _VERSIONED = ("key_mgr.json", "pkg_mgr.json")
+PARALLEL_WRITES = 8  # Blob Storage takes many concurrent writes; each is a read and a write
 
 
 class BlobLocation(NamedTuple):
@@ -85,6 +86,13 @@ def document_version(data: bytes) -> int | None:
     except (ValueError, KeyError, TypeError):
         return None
     return version if isinstance(version, int) and not isinstance(version, bool) else None
+
+
+def _parallel_safe(path: str) -> bool:
+    # Bins and attestations: no document written in the same run names another by hash.
+    return path.startswith("attestations/") or (
+        path.startswith("feedstocks/") and path != "feedstocks/index.json"
+    )
 
 
 def content_type(path: str) -> str:
@@ -196,10 +204,32 @@ class BlobTarget:
     def publish(
         self, files: Mapping[str, bytes], order: Callable[[str], Any] | None = None
     ) -> list[WriteOutcome]:
-        """Write `files` in `order`, each conditionally (see the module docstring)."""
-        done = [self.put(path, files[path]) for path in sorted(files, key=order)]
+        """Write `files` in `order`, each conditionally (see the module docstring).
+
+        Runs of files that nothing else names by content (bins, attestations) are written
+        concurrently; the documents that name them (the index, key_mgr) wait for the run.
+        """
+        done: list[WriteOutcome] = []
+        batch: list[str] = []
+        for path in [*sorted(files, key=order), None]:
+            if path is not None and _parallel_safe(path):
+                batch.append(path)
+                continue
+            done.extend(self._put_many(batch, files))
+            batch = []
+            if path is not None:
+                done.append(self.put(path, files[path]))
         self.outcomes.extend(done)
         return done
+
+    def _put_many(self, paths: list[str], files: Mapping[str, bytes]) -> list[WriteOutcome]:
+        if len(paths) < 2:
+            return [self.put(path, files[path]) for path in paths]
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.client  # noqa: B018  (connect once, before the threads share the client)
+        with ThreadPoolExecutor(max_workers=PARALLEL_WRITES) as pool:
+            return list(pool.map(lambda p: self.put(p, files[p]), paths))
 
     def write_attestation(self, relpath: str, data: bytes) -> None:
         self.outcomes.append(self.put(relpath, data))
