@@ -147,3 +147,22 @@ def test_blob_errors_are_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(FormatError):
         BlobTarget(f"azblob://{ACCOUNT}/ok")._name("../escape")
+
+
+def test_attestations_are_listed_replaced_and_withdrawn(blob_env: int) -> None:
+    target = BlobTarget(f"azblob://{ACCOUNT}/{_container()}/prefix")
+    target.check_writable()
+    path = "attestations/win-64/zlib-1.2.11-h62dcd97_3.conda.sig.json"
+    target.write_attestation(path, b"first")
+    target.write_attestation(path, b"replaced by a re-run")  # attestations are not immutable
+    target.write_attestation("attestations/win-32/zlib-1.2.11-h62dcd97_3.conda.sig.json", b"w32")
+    assert target.read_attestation(path) == b"replaced by a re-run"
+    assert sorted(target.attestation_files()) == [
+        "attestations/win-32/zlib-1.2.11-h62dcd97_3.conda.sig.json",
+        path,
+    ]
+    assert target.remove_attestation(path) is True
+    assert target.remove_attestation(path) is False  # already gone
+    assert target.read_attestation(path) is None
+    # The prefix keeps the repository apart from the rest of the container.
+    assert BlobTarget(f"azblob://{ACCOUNT}/{target.location.container}").read(path) is None

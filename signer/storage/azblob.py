@@ -2,12 +2,13 @@
 
 `azblob://<account>/<container>[/prefix]`. Writes are conditional, so two replicas (or a
 replica and a stale one) never overwrite a newer document with an older one:
-- immutable files (`N.root.json`, attestations) with `If-None-Match: *`: an existing blob
-  with the same bytes is fine, different bytes are refused;
+- immutable files (`N.root.json`) with `If-None-Match: *`: an existing blob with the same
+  bytes is fine, different bytes are refused;
 - versioned documents (key_mgr, pkg_mgr, the feedstock index and bins) are read first and
   replaced with `If-Match: <etag>` only when ours is newer; a concurrent writer makes the
   condition fail and the decision is taken again on what it wrote;
-- other files (signed channels' repodata) with `If-Match` on what was read.
+- other files (attestations, which the service may replace or withdraw, and signed
+  channels' repodata) with `If-Match` on what was read.
 Order is the caller's (the layout's write order: bins before the index that names them), so
 a reader never sees an index naming a bin that is not there.
 Content types are JSON (zstd for `.zst`), cache headers long for immutable files and short
@@ -20,10 +21,11 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlparse
 
+from signer.trust import layout
 from signer.trust.errors import FormatError
 
 if TYPE_CHECKING:
@@ -36,8 +38,6 @@ MUTABLE_CACHE = "public, max-age=60, must-revalidate"
 MAX_READ = 256 * 1024 * 1024  # a signed channel's repodata may be large; documents are small
 _ACCOUNT = re.compile(r"\A[a-z0-9]{3,24}\Z")
 _CONTAINER = re.compile(r"\A[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
-_ROOT = re.compile(r"\A[0-9]+\.root\.json\Z")
-_VERSIONED = ("key_mgr.json", "pkg_mgr.json")
 PARALLEL_WRITES = 8  # Blob Storage takes many concurrent writes; each is a read and a write
 
 
@@ -70,13 +70,8 @@ def parse_blob_url(url: str) -> BlobLocation:
     return BlobLocation(account, container, f"{prefix}/" if prefix else "")
 
 
-def is_immutable(path: str) -> bool:
-    """Files that never change once written: roots and attestations."""
-    return bool(_ROOT.match(path)) or path.startswith("attestations/")
-
-
 def _is_versioned(path: str) -> bool:
-    return path in _VERSIONED or (path.startswith("feedstocks/") and path.endswith(".json"))
+    return path in (layout.KEY_MGR, layout.PKG_MGR) or layout.is_feedstocks_path(path)
 
 
 def document_version(data: bytes) -> int | None:
@@ -90,9 +85,7 @@ def document_version(data: bytes) -> int | None:
 
 def _parallel_safe(path: str) -> bool:
     # Bins and attestations: no document written in the same run names another by hash.
-    return path.startswith("attestations/") or (
-        path.startswith("feedstocks/") and path != "feedstocks/index.json"
-    )
+    return layout.is_bin_path(path) or path.startswith(layout.ATTESTATIONS_DIR + "/")
 
 
 def content_type(path: str) -> str:
@@ -231,13 +224,48 @@ class BlobTarget:
         with ThreadPoolExecutor(max_workers=PARALLEL_WRITES) as pool:
             return list(pool.map(lambda p: self.put(p, files[p]), paths))
 
+    # The rest of the publish directory's interface (signer/service/publish_dir.py).
+
+    def check_writable(self) -> None:
+        """Connect (and create the container): fails here, not in the middle of a publication."""
+        self.client  # noqa: B018
+
     def write_attestation(self, relpath: str, data: bytes) -> None:
         self.outcomes.append(self.put(relpath, data))
+
+    def read_attestation(self, relpath: str) -> bytes | None:
+        return self.read(relpath)
+
+    def remove_attestation(self, relpath: str) -> bool:
+        """Delete a withdrawn attestation; False when it was not there."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blob = self.client.get_blob_client(self._name(relpath))
+
+        def delete() -> bool:
+            try:
+                blob.delete_blob()
+            except ResourceNotFoundError:
+                return False
+            return True
+
+        return bool(self._call(f"delete {relpath}", delete))
+
+    def attestation_files(self) -> Iterator[str]:
+        """Every `attestations/<subdir>/<file>.sig.json` in the container."""
+        prefix = self.location.prefix + layout.ATTESTATIONS_DIR + "/"
+        names = self._call(
+            "list attestations", lambda: list(self.client.list_blob_names(name_starts_with=prefix))
+        )
+        for name in names:
+            rel = name[len(self.location.prefix) :]
+            if rel.endswith(layout.SIDECAR_SUFFIX) and rel.count("/") == 2:
+                yield rel
 
     def put(self, path: str, data: bytes) -> WriteOutcome:
         from azure.storage.blob import ContentSettings
 
-        immutable = is_immutable(path)
+        immutable = layout.is_immutable(path)
         settings = ContentSettings(
             content_type=content_type(path),
             cache_control=IMMUTABLE_CACHE if immutable else MUTABLE_CACHE,
@@ -312,6 +340,5 @@ __all__ = [
     "BlobTarget",
     "WriteOutcome",
     "document_version",
-    "is_immutable",
     "parse_blob_url",
 ]
