@@ -19,6 +19,8 @@ GROUPS = (
     "signer.cli.metadata_cmd",
     "signer.cli.repodata_cmd",
     "signer.cli.feedstock_cmd",
+    "signer.cli.channel_cmd",
+    "signer.cli.mirror_cmd",
     "signer.cli.service_cmd",
     "signer.cli.demo_cmd",
 )
@@ -35,6 +37,8 @@ COMMAND_GROUP = {
     "sign": "signer.cli.feedstock_cmd",
     "verify": "signer.cli.feedstock_cmd",
     "feedstock": "signer.cli.feedstock_cmd",
+    "channel": "signer.cli.channel_cmd",
+    "mirror": "signer.cli.mirror_cmd",
     "serve": "signer.cli.service_cmd",
     "db": "signer.cli.service_cmd",
     "service": "signer.cli.service_cmd",
