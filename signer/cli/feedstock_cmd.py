@@ -305,18 +305,17 @@ def sign_cmd(args: argparse.Namespace) -> int:
         raise FormatError("sign", "ARTIFACT", "give artifacts or --build-dir D")
     delegation = None
     if args.trust:
-        from signer.cli.common import load_trust, now_from, skew_from
-        from signer.trust.feedstocks import verify_feedstock_delegation
+        from signer.cli.common import open_session, report_notices, verification_hint
 
-        source, state, root, _ = load_trust(args)
+        session = open_session(args)
         try:
-            delegation = verify_feedstock_delegation(
-                source.fetch, root.meta, feedstock, now_from(args), skew_from(args), state
-            )
+            delegation = session.delegation(feedstock).delegation
         except VerificationError as exc:
             if exc.check != "delegation":
-                raise
+                raise verification_hint(exc) from None
             raise FormatError(feedstock, "--feedstock", exc.reason) from None
+        finally:
+            report_notices(session)
     signed = sign_artifacts(
         artifacts,
         feedstock=feedstock,
@@ -338,8 +337,7 @@ def sign_cmd(args: argparse.Namespace) -> int:
 
 
 def verify_cmd(args: argparse.Namespace) -> int:
-    from signer.cli.common import load_trust, now_from, skew_from
-    from signer.feedstock.verify import Verdict, failed, verify_artifact
+    from signer.cli.common import open_session, report_notices
 
     paths: list[Path] = args.artifacts
     for path in paths:
@@ -347,30 +345,13 @@ def verify_cmd(args: argparse.Namespace) -> int:
             raise FormatError(str(path), "ARTIFACT", "no such file")
     if args.sig is not None and len(paths) != 1:
         raise FormatError("--sig", "FILE", "applies to a single ARTIFACT")
-    verdicts: list[Verdict] = []
-    try:
-        source, state, root, _ = load_trust(args)
-    except VerificationError as exc:
-        # Nothing verifies without the trust documents: the same failure for every artifact.
-        verdicts = [failed(path.name, exc) for path in paths]
-    else:
-        now, skew = now_from(args), skew_from(args)
-        cache: dict[str, Any] = {}  # feedstock -> verified delegation (or why not)
-        for path in paths:
-            try:
-                verdict = verify_artifact(
-                    path,
-                    source=source,
-                    root=root.meta,
-                    state=state,
-                    now=now,
-                    skew=skew,
-                    sig=args.sig,
-                    cache=cache,
-                )
-            except VerificationError as exc:
-                verdict = failed(path.name, exc)
-            verdicts.append(verdict)
+    session = open_session(args)
+    verdicts = [session.verify_artifact(path, args.sig) for path in paths]
+    verdicts = [
+        v._replace(reason=f"{v.reason}; pass --root FILE") if v.check == "trust anchor" else v
+        for v in verdicts
+    ]
+    report_notices(session)
     if args.json:
         emit_json([v.to_json() for v in verdicts])
     else:
