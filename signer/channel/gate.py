@@ -1,9 +1,9 @@
 """The one place channel signing and mirroring ask the trust repository anything.
 
-A small adapter over the verifier session (`signer.client.TrustSession`, the architecture
-issue's API): `delegation(feedstock)` and `verify_attestation(...)`. Until that session is
-on this branch, the same checks are made here with the trust core's functions; callers see
-only this class, so switching over touches nothing else.
+A thin adapter over the verifier session (`signer.client.TrustSession`): the delegation of
+a feedstock, and an attestation check that also returns the fingerprint of the delegation
+it was checked against (what the signing cache keys on), with sidecar parse errors turned
+into failed checks (a sidecar that was looked up is a document, not the user's input).
 """
 
 from __future__ import annotations
@@ -13,17 +13,13 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
-from signer.fetch import TrustSource, default_state_dir, open_source
-from signer.trust.attestation import AttestationResult, parse_sidecar, verify_sidecar
+from signer.client import SessionConfig, TrustSession
+from signer.trust.attestation import AttestationResult
 from signer.trust.canonical import canonical_bytes
 from signer.trust.errors import FormatError, VerificationError
-from signer.trust.feedstocks import ResolvedDelegation, resolve_feedstock
-from signer.trust.jsonload import MAX_DELEGATING, read_file
+from signer.trust.feedstocks import ResolvedDelegation
 from signer.trust.metadata import Delegation
-from signer.trust.repository import TrustedKeyMgr, TrustedRoot, choose_anchor, load_key_mgr
-from signer.trust.repository import update_root as _update_root
-from signer.trust.state import TrustState
-from signer.trust.timefmt import DEFAULT_CLOCK_SKEW, system_clock
+from signer.trust.timefmt import DEFAULT_CLOCK_SKEW
 
 
 class GateConfig(NamedTuple):
@@ -48,22 +44,8 @@ def delegation_fingerprint(resolved: ResolvedDelegation) -> bytes:
 class Gate:
     """Verified root, key_mgr and feedstock delegations of one trust repository."""
 
-    def __init__(
-        self,
-        source: TrustSource,
-        anchor_bytes: bytes | None,
-        anchor_name: str,
-        state: TrustState | None,
-        config: GateConfig | None = None,
-    ) -> None:
-        self.source = source
-        self._anchor = anchor_bytes
-        self._anchor_name = anchor_name
-        self.state = state
-        self.config = config or GateConfig()
-        self._root: TrustedRoot | None = None
-        self._key_mgr: TrustedKeyMgr | None = None
-        self._delegations: dict[str, ResolvedDelegation | VerificationError] = {}
+    def __init__(self, session: TrustSession) -> None:
+        self.session = session
 
     @classmethod
     def open(
@@ -75,85 +57,48 @@ class Gate:
         config: GateConfig | None = None,
     ) -> Gate:
         config = config or GateConfig()
-        source = open_source(location, timeout=config.timeout)
-        if not source.location.startswith("http") and not Path(location).is_dir():
-            raise FormatError(location, "trust", "not a directory or an http(s) URL")
-        state = TrustState(state_dir or default_state_dir(source.location))
-        anchor = read_file(str(root), MAX_DELEGATING) if root is not None else None
-        return cls(source, anchor, str(root) if root else "root", state, config)
+        session = TrustSession.open(
+            location, root, state_dir, SessionConfig(config.clock_skew, config.timeout, config.at)
+        )
+        return cls(session)
 
     @property
-    def now(self) -> datetime:
-        return self.config.at or system_clock()
+    def location(self) -> str:
+        return self.session.location
 
     def refresh(self) -> None:
-        """Root chain and key_mgr, once; VerificationError when they do not verify."""
-        if self._key_mgr is not None:
-            return
-        anchor = choose_anchor(self._anchor, self._anchor_name, self.state)
-        skew = self.config.clock_skew
-        self._root = _update_root(self.source.fetch, anchor, self.now, skew, self.state)
-        self._key_mgr = load_key_mgr(self.source.fetch, self._root, self.now, skew, self.state)
-
-    @property
-    def root(self) -> TrustedRoot:
-        self.refresh()
-        assert self._root is not None
-        return self._root
-
-    @property
-    def key_mgr(self) -> TrustedKeyMgr:
-        self.refresh()
-        assert self._key_mgr is not None
-        return self._key_mgr
+        """Root chain, key_mgr, pkg_mgr, once; VerificationError when they do not verify."""
+        self.session.refresh()
 
     @property
     def pkg_mgr(self) -> Delegation:
-        return self.key_mgr.meta.pkg_mgr_keys
+        return self.session.key_mgr.meta.pkg_mgr_keys
 
     def delegation(self, feedstock: str) -> ResolvedDelegation:
-        """The verified delegation of `feedstock`; failures are remembered as well."""
-        known = self._delegations.get(feedstock)
-        if known is None:
-            try:
-                known = resolve_feedstock(
-                    self.source.fetch, self.root.meta, feedstock, self.now,
-                    self.config.clock_skew, self.state,
-                )  # fmt: skip
-            except VerificationError as exc:
-                known = exc
-            self._delegations[feedstock] = known
-        if isinstance(known, VerificationError):
-            raise known
-        return known
+        return self.session.delegation(feedstock)
 
     def fingerprint(self, feedstock: str) -> bytes:
-        return delegation_fingerprint(self.delegation(feedstock))
+        return delegation_fingerprint(self.session.delegation(feedstock))
 
     def verify_attestation(
         self, sidecar: bytes, *, filename: str, sha256: str, subdir: str, package: str, where: str
     ) -> Attested:
-        """Rule 4 minus the archive: delegation, threshold, scope, digest, subject, subdir.
-
-        A sidecar that does not parse is a failed check here (it was looked up, not named
-        by the user): VerificationError with check `format`.
-        """
+        """Rule 4 minus the archive: delegation, threshold, scope, digest, subject, subdir."""
         try:
-            hint = parse_sidecar(sidecar, where).feedstock
-            resolved = self.delegation(hint)
-            result = verify_sidecar(
-                sidecar, filename, sha256, resolved.delegation, where, package_name=package
-            )
+            result = self.session.verify_attestation(
+                sidecar, filename=filename, sha256=sha256, subdir=subdir, package=package,
+                where=where,
+            )  # fmt: skip
         except FormatError as exc:
             detail = f"{exc.field}: {exc.reason}" if exc.field else exc.reason
             raise VerificationError(filename, "format", detail) from None
         _check_subdir(result, filename, subdir)
-        return Attested(hint, delegation_fingerprint(resolved), result)
+        return Attested(result.feedstock, self.fingerprint(result.feedstock), result)
 
 
 def _check_subdir(result: AttestationResult, filename: str, subdir: str) -> None:
-    # The trust core binds the subdir inside the signed statement once the hardening issue
-    # lands (section 3); until then the binding is the lookup path attestations/<subdir>/.
+    # The session checks the statement's subdir once the core binds it (section 3, the
+    # hardening issue); until then the binding is the lookup path attestations/<subdir>/.
     bound = getattr(result, "subdir", None)
     if isinstance(bound, str) and bound != subdir:
         raise VerificationError(

@@ -77,23 +77,22 @@ def channel_sign(args: argparse.Namespace) -> int:
 
     from signer.channel.attestations import AttestationStore
     from signer.channel.document import read_strict
-    from signer.channel.gate import Gate, GateConfig
+    from signer.channel.gate import Gate
     from signer.channel.sign import sign_channel
-    from signer.cli.common import now_from, skew_from
+    from signer.cli.common import open_session, report_notices, verification_hint
     from signer.fetch import default_state_dir
     from signer.repodata.parallel import default_jobs
+    from signer.trust.errors import VerificationError
     from signer.trust.state import write_atomic
 
     started = time.perf_counter()
     split = read_strict(args.repodata)
     keys, mamba = _keys(args)
-    config = GateConfig(skew_from(args), args.timeout, now_from(args) if args.at else None)
-    gate = Gate.open(args.trust, root=Path(args.root) if args.root else None,
-                     state_dir=args.state_dir, config=config)  # fmt: skip
+    gate = Gate(open_session(args))
     store = AttestationStore(args.attestations or args.trust, timeout=args.timeout)
     cache_dir = None
     if not args.no_cache:
-        cache_dir = args.cache_dir or args.state_dir or default_state_dir(gate.source.location)
+        cache_dir = args.cache_dir or args.state_dir or default_state_dir(gate.location)
     progress, advance = _progress(len(split.records))
     if progress is not None:
         progress.start()
@@ -102,9 +101,12 @@ def channel_sign(args: argparse.Namespace) -> int:
             split, gate, store, keys, mamba, unattested=args.unattested,
             jobs=args.jobs or default_jobs(), cache_dir=cache_dir, on_progress=advance,
         )  # fmt: skip
+    except VerificationError as exc:
+        raise verification_hint(exc) from None
     finally:
         if progress is not None:
             progress.stop()
+    report_notices(gate.session)
     failed = args.require_all and not result.complete
     output = args.output or args.repodata
     if not failed:
