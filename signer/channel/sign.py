@@ -100,7 +100,7 @@ def _check_keys(gate: Gate, keys: list[MessageSigner], mamba_key: MessageSigner 
             )  # fmt: skip
 
 
-def _record_problem(record: dict[str, Any], filename: str, subdir: str) -> Refusal | None:
+def record_problem(record: dict[str, Any], filename: str, subdir: str) -> Refusal | None:
     problem = file_name_problem(filename, record)
     if problem is not None:
         return Refusal(filename, "file-name", problem)
@@ -162,7 +162,7 @@ class _Job:
         record = strict_json(memoryview(item.raw), self.split.source, where)
         if not isinstance(record, dict):
             raise FormatError(self.split.source, where, "record is not an object")
-        problem = _record_problem(record, filename, self.subdir)
+        problem = record_problem(record, filename, self.subdir)
         if problem is not None:
             return ("r", problem.check, problem.reason)
         try:
