@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from signer.fetch import TrustSource, open_source
-from signer.trust.attestation import sidecar_name
+from signer.trust.attestation import SIDECAR_SUFFIX, sidecar_name
 from signer.trust.errors import VerificationError
 from signer.trust.jsonload import MAX_SIDECAR
 
@@ -39,14 +39,18 @@ class AttestationStore:
     """Sidecars by (subdir, file name), from a directory or a URL."""
 
     def __init__(self, location: str, *, timeout: float = 20.0) -> None:
+        if not location.startswith(("http://", "https://")):
+            location = str(Path(location).resolve())  # one cache scope however it is spelt
         self.location = location
         self._source: TrustSource = open_source(location, timeout=timeout)
         self.directory = None if location.startswith(("http://", "https://")) else Path(location)
+        # Plain strings on the hot path: a Path per record costs more than the stat.
+        self._base = os.path.join(location, "attestations") if self.directory else ""
 
     def describe(self, subdir: str, filename: str) -> str:
         return self._source.describe(attestation_path(subdir, filename))
 
-    def _local(self, subdir: str, filename: str) -> Path:
+    def _local(self, subdir: str, filename: str) -> str:
         assert self.directory is not None
         if (
             "/" in subdir
@@ -55,7 +59,7 @@ class AttestationStore:
             or filename in ("", "..", ".")
         ):
             raise VerificationError(filename, "attestation", "refusing a path outside the store")
-        return self.directory / "attestations" / subdir / sidecar_name(filename)
+        return f"{self._base}/{subdir}/{filename}{SIDECAR_SUFFIX}"
 
     def token(self, subdir: str, filename: str) -> Token | None:
         """The change token of a local sidecar (None: absent, not a regular file, or remote)."""

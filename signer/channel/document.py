@@ -97,14 +97,33 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def strict_json(raw: bytes | memoryview, source: str, field: str) -> Any:
+class _Floats:
+    """parse_float hook that notes whether a document held a float."""
+
+    seen = False
+
+    @classmethod
+    def parse(cls, text: str) -> float:
+        cls.seen = True
+        return float(text)
+
+
+def strict_record(raw: bytes | memoryview, source: str, field: str) -> tuple[Any, bool]:
+    """`strict_json`, and whether the value is float-free (canonical bytes' fast path)."""
+    _Floats.seen = False
+    value = strict_json(raw, source, field, parse_float=_Floats.parse)
+    return value, not _Floats.seen
+
+
+def strict_json(raw: bytes | memoryview, source: str, field: str, parse_float: Any = None) -> Any:
     """Strict parse of one member: UTF-8, no duplicate keys, no NaN/Infinity."""
     try:
         text = bytes(raw).decode("utf-8")
     except UnicodeDecodeError as exc:
         raise FormatError(source, field, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant,
+                          parse_float=parse_float)  # fmt: skip
     except ValueError as exc:
         raise FormatError(source, field, f"malformed JSON: {str(exc).splitlines()[0]}") from None
     except RecursionError:

@@ -46,6 +46,7 @@ class Gate:
 
     def __init__(self, session: TrustSession) -> None:
         self.session = session
+        self._fingerprints: dict[str, tuple[ResolvedDelegation, bytes]] = {}
 
     @classmethod
     def open(
@@ -78,7 +79,12 @@ class Gate:
         return self.session.delegation(feedstock)
 
     def fingerprint(self, feedstock: str) -> bytes:
-        return delegation_fingerprint(self.session.delegation(feedstock))
+        resolved = self.session.delegation(feedstock)  # cached by the session
+        known = self._fingerprints.get(feedstock)
+        if known is None or known[0] is not resolved:
+            known = (resolved, delegation_fingerprint(resolved))
+            self._fingerprints[feedstock] = known
+        return known[1]
 
     def verify_attestation(
         self, sidecar: bytes, *, filename: str, sha256: str, subdir: str, package: str, where: str

@@ -26,7 +26,7 @@ import orjson
 
 from signer.channel import cache as cache_file
 from signer.channel.attestations import AttestationStore
-from signer.channel.document import info_subdir, pieces_without, strict_json
+from signer.channel.document import info_subdir, pieces_without, strict_record
 from signer.channel.gate import Gate
 from signer.repodata.document import SplitRepodata
 from signer.repodata.parallel import map_ranges
@@ -159,7 +159,7 @@ class _Job:
         if hit is not None:
             return hit
         where = f"{item.section}.{filename}"
-        record = strict_json(memoryview(item.raw), self.split.source, where)
+        record, float_free = strict_record(memoryview(item.raw), self.split.source, where)
         if not isinstance(record, dict):
             raise FormatError(self.split.source, where, "record is not an object")
         problem = record_problem(record, filename, self.subdir)
@@ -176,7 +176,7 @@ class _Job:
         except VerificationError as exc:
             reason = exc.reason if exc.subject == filename else f"{exc.subject}: {exc.reason}"
             return ("r", exc.check, reason)
-        message = conda_message(record)
+        message = conda_message(record, float_free=float_free)
         sigs = tuple(key.sign_message(message) for key in self.keys)
         mamba = self.mamba_key.sign_message(mamba_message(record)) if self.mamba_key else None
         entry = cache_file.Entry(
