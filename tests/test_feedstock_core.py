@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from securesystemslib.dsse import Envelope
 
-from signer.ceremony.devrepo import DevTrustRepo
+from signer.devrepo import DevTrustRepo
 from signer.feedstock.publish import plan_publication, plan_publication_detailed, write_order
 from signer.feedstock.source import parse_delegations_source, read_delegations_source
 from signer.fetch import LocalSource

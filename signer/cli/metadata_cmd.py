@@ -164,16 +164,16 @@ def pkg_mgr_create(args: argparse.Namespace) -> int:
 
 
 def metadata_sign(args: argparse.Namespace) -> int:
-    from signer.keys import resolve_keyref
+    from signer.keys import load_key
     from signer.trust.jsonload import MAX_DELEGATING, read_file
     from signer.trust.metadata import parse_metadata
     from signer.trust.signing import sign_envelope
     from signer.trust.state import write_atomic
 
     doc = parse_metadata(read_file(args.file, MAX_DELEGATING), args.file)
-    key = resolve_keyref(args.key, passphrase_env=args.passphrase_env)
+    key = load_key(args.key, passphrase_env=args.passphrase_env)
     openpgp = doc.role == "root"  # conda reads only OpenPGP-style signatures on roots
-    sign_envelope(doc.envelope, key, openpgp=openpgp)
+    sign_envelope(doc.envelope, key.root_signer() if openpgp else key.channel_signer())
     write_atomic(Path(args.file), doc.envelope.to_bytes())
     style = "OpenPGP-style" if openpgp else "raw"
     print(
