@@ -106,6 +106,7 @@ def main() -> int:
     parser.add_argument("--artifacts", type=int, default=2000)
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="work here and keep the files (profiling)")
     args = parser.parse_args()
     py = sys.executable
 
@@ -123,7 +124,8 @@ def main() -> int:
     )
 
     with tempfile.TemporaryDirectory(prefix="cf-sign-bench-") as tmp:
-        work = Path(tmp)
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         repo = make_dev_trust_repo(work / "dev")
         generate_key("fs", work / "fkeys")

@@ -66,7 +66,7 @@ class _Bars:
         self._bytes: Any = None
         self._files: Any = None
 
-    def files(self, subdir: str, count: int, total_bytes: int) -> None:
+    def files(self, subdir: str, count: int, total_bytes: int | None) -> None:
         if self._bytes is None:
             self.bar.start()
             self._bytes = self.bar.add_task(subdir, total=total_bytes)

@@ -19,8 +19,8 @@ import json
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -93,7 +93,7 @@ class MirrorReport:
 
 
 class Progress(Protocol):
-    def files(self, subdir: str, count: int, total_bytes: int) -> None: ...
+    def files(self, subdir: str, count: int, total_bytes: int | None) -> None: ...
 
     def advance(self, nbytes: int) -> None: ...
 
@@ -176,13 +176,16 @@ def _already_there(target: Path, want: _Wanted, state: _State) -> bool:
 
 def _verified_records(
     split: SplitRepodata, subdir: str, gate: Gate, report: SubdirReport, jobs: int
-) -> list[_Wanted]:
-    """Records whose signatures (rule 5) and attestation (rule 4 minus the archive) verify."""
+) -> Iterator[_Wanted]:
+    """Records whose signatures (rule 5) and attestation (rule 4 minus the archive) verify.
+
+    A generator, so the caller downloads one record while the next is checked. Refusals
+    are added to `report` in record order once it is exhausted.
+    """
     bad: dict[str, Problem] = {}
     checked = gate.session.verify_repodata(split, jobs=jobs)
     for failure in checked.failures:
         bad.setdefault(failure.filename, Problem(failure.filename, failure.check, failure.reason))
-    wanted: list[_Wanted] = []
     for item in split.records:
         name = item.filename
         if name in bad:
@@ -214,9 +217,8 @@ def _verified_records(
             reason = exc.reason if exc.subject == name else f"{exc.subject}: {exc.reason}"
             bad[name] = Problem(name, exc.check, reason)
             continue
-        wanted.append(_Wanted(name, size, record["sha256"]))
+        yield _Wanted(name, size, record["sha256"])
     report.refused.extend(bad[r.filename] for r in split.records if r.filename in bad)
-    return wanted
 
 
 def _check_utf8(data: bytes, source: str) -> None:
@@ -244,7 +246,7 @@ def _index_problem(path: Path, filename: str) -> str | None:
 
 def _quarantine(dest: Path, subdir: str, filename: str, partial: Path | None, why: str) -> None:
     where = dest / QUARANTINE / subdir
-    where.mkdir(parents=True, exist_ok=True)
+    where.mkdir(parents=True, exist_ok=True)  # (once per file: quarantine is rare)
     if partial is not None and partial.exists():
         move_into(partial, where / filename)
     write_atomic(where / f"{filename}.reason", (why + "\n").encode())
@@ -312,7 +314,6 @@ def sync_subdir(
         split = split_strict(data, where)
         if info_subdir(split) != subdir:
             raise FormatError(where, "info.subdir", f"{info_subdir(split)!r}, expected {subdir!r}")
-        wanted = _verified_records(split, subdir, gate, report, options.verify_jobs)
     except (VerificationError, FormatError) as exc:
         report.error = str(exc)
         return report
@@ -324,16 +325,7 @@ def sync_subdir(
     state = _State(dest, subdir)
     published_dir = dest / subdir
     partial_dir = dest / WORK / "partial" / subdir
-    todo: list[_Wanted] = []
     kept: list[str] = []
-    for want in wanted:
-        if _already_there(published_dir / want.filename, want, state):
-            report.reused += 1
-            kept.append(want.filename)
-        else:
-            todo.append(want)
-    if progress is not None:
-        progress.files(subdir, len(todo), sum(w.size for w in todo))
 
     def fetch(want: _Wanted) -> tuple[_Wanted, Download, str | None]:
         got = upstream.download(
@@ -345,8 +337,27 @@ def sync_subdir(
             progress.file_done()
         return want, got, problem
 
+    pending: list[Future[tuple[_Wanted, Download, str | None]]] = []
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        for want, got, problem in pool.map(fetch, todo):
+        try:
+            if progress is not None:
+                progress.files(subdir, len(split.records), None)
+            for want in _verified_records(split, subdir, gate, report, options.verify_jobs):
+                if _already_there(published_dir / want.filename, want, state):
+                    report.reused += 1
+                    kept.append(want.filename)
+                    if progress is not None:
+                        progress.file_done()
+                else:  # downloaded while the next records are checked
+                    pending.append(pool.submit(fetch, want))
+        except (VerificationError, FormatError) as exc:
+            for future in pending:
+                future.cancel()
+            report.error = str(exc)  # partial downloads stay for the next run
+            return report
+        published_dir.mkdir(parents=True, exist_ok=True)
+        for future in pending:
+            want, got, problem = future.result()
             if not got.ok or problem is not None:
                 check = "download" if not got.ok else "file-name"
                 why = got.reason if not got.ok else problem
@@ -380,6 +391,7 @@ def sync_subdir(
     else:
         signatures = {n: orjson.loads(bytes(split.signatures[n])) for n in kept
                       if n in split.signatures}  # fmt: skip
+    os.sync()  # the artifacts reach the disk before a repodata names them (power loss)
     _publish_repodata(dest, subdir, split, signatures, dropped)  # repodata last
     state.save()
     report.published = len(kept)
@@ -421,7 +433,7 @@ def verify_mirror(dest: Path, gate: Gate, *, jobs: int = 1) -> MirrorReport:
             data = path.read_bytes()
             _check_utf8(data, str(path))
             split = split_strict(data, str(path))
-            wanted = _verified_records(split, subdir, gate, report, jobs)
+            wanted = list(_verified_records(split, subdir, gate, report, jobs))
         except (VerificationError, FormatError, OSError) as exc:
             report.error = str(exc)
             continue

@@ -318,8 +318,7 @@ class Upstream:
                     raise DownloadError(
                         f"server sends more than the record's {size} bytes", restart=True
                     )
-                out.flush()
-                os.fsync(out.fileno())
+                out.flush()  # no fsync: a resumed file is re-hashed, and a bad one refetched
         except (OSError, http.client.HTTPException) as exc:
             self._drop(scheme, netloc)
             raise DownloadError(
@@ -364,15 +363,13 @@ class Upstream:
 
 
 def move_into(path: Path, target: Path) -> None:
-    """Rename (same filesystem) with the directory entry flushed; copy across filesystems."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    """Rename (same filesystem), or copy across filesystems.
+
+    Not flushed one by one (an fsync per small file costs more than its download): the
+    caller flushes everything once before it writes the repodata naming these files.
+    """
     try:
         os.replace(path, target)
     except OSError:
         shutil.copyfile(path, target)
         path.unlink()
-    fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
