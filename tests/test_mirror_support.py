@@ -4,6 +4,7 @@ Content-Length, slowness)."""
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ class Faults:
     lie_length: set[str] = field(default_factory=set)  # announce one byte more than sent
     slow: dict[str, float] = field(default_factory=dict)  # path -> seconds per 16 KiB
     requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range)
+    conditional: list[str] = field(default_factory=list)  # paths asked with If-None-Match
 
 
 class RangeHandler(BaseHTTPRequestHandler):
@@ -35,6 +37,8 @@ class RangeHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?")[0].lstrip("/")
         self.faults.requests.append((path, self.headers.get("Range")))
+        if self.headers.get("If-None-Match"):
+            self.faults.conditional.append(path)
         target = self.root / path
         if path in self.faults.tamper:
             data = self.faults.tamper[path]
@@ -45,6 +49,12 @@ class RangeHandler(BaseHTTPRequestHandler):
             return
         else:
             data = target.read_bytes()
+        etag = '"' + hashlib.sha256(data).hexdigest()[:32] + '"'
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.end_headers()
+            return
         start = 0
         status = 200
         spec = self.headers.get("Range")
@@ -60,6 +70,7 @@ class RangeHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         length = len(body) + (1 if path in self.faults.lie_length else 0)
         self.send_header("Content-Length", str(length))
+        self.send_header("ETag", etag)
         if status == 206:
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         self.end_headers()
