@@ -366,3 +366,59 @@ def test_attestations_over_http(channel: Channel, served_trust: str,
     assert _report(res.out)["signed"] == 3
     res = cli(*channel.args("--attestations", served_trust, "--json"))
     assert _report(res.out)["signed"] == 3  # from the cache, sidecars re-fetched and compared
+
+
+def _fast_sidecars(world: World, records: dict[str, dict[str, Any]], feedstock: str) -> None:
+    """Sidecars made with the core's pieces (as `cf-sign sign` makes them, minus the archive
+    reading): thousands in a second."""
+    import base64
+
+    from signer.trust.attestation import (
+        PAYLOAD_TYPE,
+        pae,
+        publish_statement,
+        sidecar_file_bytes,
+        statement_bytes,
+    )
+
+    key = world.key(feedstock)
+    att = world.trust / "attestations" / SUBDIR
+    att.mkdir(parents=True, exist_ok=True)
+    for filename, record in records.items():
+        payload = statement_bytes(publish_statement(filename, record["sha256"], "https://x.io/c"))
+        sig = key.sign_message(pae(PAYLOAD_TYPE, payload))
+        signature = {"keyid": key.keyid, "sig": base64.b64encode(sig).decode()}
+        envelope = {"payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE,
+                    "signatures": [signature]}  # fmt: skip
+        sidecar = {"envelopes": [envelope], "feedstock": feedstock}
+        (att / f"{filename}.sig.json").write_bytes(sidecar_file_bytes(sidecar))
+
+
+def test_forked_workers_give_the_same_document(world: World, cli: Callable[..., Any]) -> None:
+    import hashlib
+
+    records = {
+        f"libnumpy{i}-1.0-h0_0.conda": {
+            "build": "h0_0", "build_number": 0, "depends": [], "license": "MIT",
+            "md5": "0" * 32, "name": f"libnumpy{i}", "size": 100 + i, "subdir": SUBDIR,
+            "sha256": hashlib.sha256(str(i).encode()).hexdigest(), "timestamp": 1, "version": "1.0",
+        }
+        for i in range(4200)
+    }  # fmt: skip
+    _fast_sidecars(world, dict(list(records.items())[:4000]), "numpy")
+    ch = Channel(world)
+    doc = {"info": {"subdir": SUBDIR}, "packages": {}, "packages.conda": records}
+    ch.repodata.write_text(json.dumps(doc))
+    args = ch.args("--json", "--no-cache")
+    res = cli(*args)
+    assert res.code == 0, res.err
+    one = ch.out.read_bytes()
+    assert _report(res.out)["signed"] == 4000 and len(_report(res.out)["unattested"]) == 200
+    args[args.index("--jobs") + 1] = "2"
+    res = cli(*args)
+    assert res.code == 0 and ch.out.read_bytes() == one
+    # A hostile record found by a worker: exit 2, nothing written.
+    ch.out.unlink()
+    ch.repodata.write_text(json.dumps(doc)[:-3] + ', "x": 1, "x": 2}}}')
+    res = cli(*args)
+    assert res.code == 2 and "duplicate key" in res.err and not ch.out.exists(), res.err
