@@ -22,6 +22,7 @@ GROUPS = (
     "signer.cli.channel_cmd",
     "signer.cli.mirror_cmd",
     "signer.cli.service_cmd",
+    "signer.cli.ceremony_cmd",
     "signer.cli.demo_cmd",
 )
 
@@ -43,6 +44,7 @@ COMMAND_GROUP = {
     "db": "signer.cli.service_cmd",
     "service": "signer.cli.service_cmd",
     "submit": "signer.cli.service_cmd",
+    "ceremony": "signer.cli.ceremony_cmd",
     "demo": "signer.cli.demo_cmd",
 }
 
