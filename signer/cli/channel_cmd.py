@@ -50,11 +50,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def _keys(args: argparse.Namespace) -> tuple[list[Any], Any]:
-    from signer.keys import resolve_keyref
+    from signer.keys import channel_signer
 
-    keys = [resolve_keyref(ref, passphrase_env=args.passphrase_env) for ref in args.key]
+    keys = [channel_signer(ref, passphrase_env=args.passphrase_env) for ref in args.key]
     mamba = (
-        resolve_keyref(args.mamba_key, passphrase_env=args.passphrase_env)
+        channel_signer(args.mamba_key, passphrase_env=args.passphrase_env)
         if args.mamba_key
         else None
     )

@@ -109,7 +109,7 @@ def _print(report: Any) -> None:
 def mirror_sync(args: argparse.Namespace) -> int:
     from signer.channel.gate import Gate
     from signer.cli.common import open_session, report_notices, verification_hint
-    from signer.keys import resolve_keyref
+    from signer.keys import channel_signer
     from signer.mirror.sync import SyncOptions, sync
     from signer.mirror.upstream import Upstream
     from signer.repodata.parallel import default_jobs
@@ -120,9 +120,9 @@ def mirror_sync(args: argparse.Namespace) -> int:
         raise FormatError(args.upstream, "UPSTREAM", "not a directory or an http(s) URL")
     if args.mamba_key and not args.key:
         raise FormatError("--mamba-key", "", "re-signing needs --key as well")
-    keys = [resolve_keyref(k, passphrase_env=args.passphrase_env) for k in args.key or []]
+    keys = [channel_signer(k, passphrase_env=args.passphrase_env) for k in args.key or []]
     mamba = (
-        resolve_keyref(args.mamba_key, passphrase_env=args.passphrase_env)
+        channel_signer(args.mamba_key, passphrase_env=args.passphrase_env)
         if args.mamba_key
         else None
     )
