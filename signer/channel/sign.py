@@ -15,6 +15,7 @@ since the last run costs a hash and a stat.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Callable
@@ -230,6 +231,12 @@ def sign_channel(
         path = cache_file.default_cache_path(cache_dir, scope)
         cached, note = cache_file.load(path, mac, scope)
 
+    # Delegations the cache will ask for, resolved once here: forked workers inherit them
+    # instead of each resolving every feedstock again.
+    for feedstock in sorted({e.feedstock for e in cached.values()}):
+        # A failure is remembered by the session; those records are checked again, refused.
+        with contextlib.suppress(VerificationError):
+            gate.fingerprint(feedstock)
     job = _Job(split, subdir, gate, store, keys, mamba_key, cached)
     chunks = map_ranges(job.run, len(split.records), jobs, on_chunk=on_progress)
 
