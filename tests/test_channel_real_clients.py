@@ -102,3 +102,18 @@ def test_libmamba_accepts_the_resigned_mirror(world: World, cli: Callable[..., A
     assert res.code == 1  # the unattested record is refused, the rest published
     result = _verdict(judge, mine.trust_dir, mine.root_file, dest / SUBDIR / "repodata.json")
     assert result["loaded"] == 3 and result["verified"] == 3, result
+
+
+def test_libmamba_accepts_a_record_without_subdir(world: World, cli: Callable[..., Any]) -> None:
+    """libmamba gives such a record info.subdir; the mamba profile must sign that."""
+    judge = _judge()
+    repodata = _channel(world)
+    doc = json.loads(repodata.read_bytes())
+    del doc["packages.conda"]["numpy-1.0-h0_0.conda"]["subdir"]
+    repodata.write_text(json.dumps(doc, indent=2))
+    res = cli("channel", "sign", repodata, "--trust", world.trust, "--root", world.root,
+              "--state-dir", world.state, "--key", world.repo.keyref("pkg_mgr"),
+              "--mamba-key", world.repo.keyref("pkg_mgr_mamba"))  # fmt: skip
+    assert res.code == 0, res.err
+    result = _verdict(judge, world.trust, world.root, repodata)
+    assert result["verified"] == 3 and list(result["failed"]) == ["stray-1.0-h0_0.conda"], result

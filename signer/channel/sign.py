@@ -101,6 +101,11 @@ def _check_keys(gate: Gate, keys: list[MessageSigner], mamba_key: MessageSigner 
             )  # fmt: skip
 
 
+def with_subdir(record: dict[str, Any], subdir: str) -> dict[str, Any]:
+    """libmamba gives a record without `subdir` the repodata's info.subdir: sign that."""
+    return record if "subdir" in record else {**record, "subdir": subdir}
+
+
 def record_problem(record: dict[str, Any], filename: str, subdir: str) -> Refusal | None:
     problem = file_name_problem(filename, record)
     if problem is not None:
@@ -179,7 +184,9 @@ class _Job:
             return ("r", exc.check, reason)
         message = conda_message(record, float_free=float_free)
         sigs = tuple(key.sign_message(message) for key in self.keys)
-        mamba = self.mamba_key.sign_message(mamba_message(record)) if self.mamba_key else None
+        mamba = None
+        if self.mamba_key is not None:
+            mamba = self.mamba_key.sign_message(mamba_message(with_subdir(record, self.subdir)))
         entry = cache_file.Entry(
             digest, found.token, hashlib.sha256(found.data).digest(), attested.feedstock,
             attested.fingerprint, sigs, mamba,

@@ -30,7 +30,7 @@ import zstandard
 
 from signer.channel.document import info_subdir, pieces_without, split_strict, strict_json
 from signer.channel.gate import Gate
-from signer.channel.sign import record_problem
+from signer.channel.sign import record_problem, with_subdir
 from signer.mirror.upstream import DEFAULT_MAX_REPODATA, Download, Upstream, move_into
 from signer.repodata.document import SplitRepodata
 from signer.repodata.profiles import conda_message, mamba_message
@@ -269,7 +269,7 @@ def _resign(
         for key in options.keys:
             entry[key.public_key_hex] = {"signature": key.sign_message(message).hex()}
         if options.mamba_key is not None:
-            mamba = options.mamba_key.sign_message(mamba_message(record))
+            mamba = options.mamba_key.sign_message(mamba_message(with_subdir(record, subdir)))
             entry[options.mamba_key.public_key_hex] = {"signature": mamba.hex()}
         signatures[item.filename] = entry
     return signatures
