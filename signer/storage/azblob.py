@@ -22,6 +22,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlparse
 
@@ -224,6 +225,53 @@ class BlobTarget:
         with ThreadPoolExecutor(max_workers=PARALLEL_WRITES) as pool:
             return list(pool.map(lambda p: self.put(p, files[p]), paths))
 
+    def put_file(self, path: str, source: Path, sha256: str) -> WriteOutcome:
+        """An artifact (immutable by name), streamed; its sha256 is kept as blob metadata, so
+        that the same file again is recognised without reading it back."""
+        from azure.core.exceptions import ResourceExistsError
+        from azure.storage.blob import ContentSettings
+
+        blob = self.client.get_blob_client(self._name(path))
+        settings = ContentSettings(
+            content_type="application/octet-stream", cache_control=IMMUTABLE_CACHE
+        )
+
+        def upload() -> WriteOutcome:
+            try:
+                with open(source, "rb") as handle:
+                    blob.upload_blob(
+                        handle,
+                        overwrite=False,
+                        content_settings=settings,
+                        metadata={"sha256": sha256},
+                        max_concurrency=4,
+                    )
+            except ResourceExistsError:
+                there = (blob.get_blob_properties().metadata or {}).get("sha256")
+                if there != sha256:
+                    raise FormatError(
+                        self.location.url, path, "already published with another sha256"
+                    ) from None
+                return WriteOutcome(path, "unchanged")
+            return WriteOutcome(path, "written")
+
+        return self._call(f"upload {path}", upload)  # type: ignore[no-any-return]
+
+    def delete(self, path: str) -> bool:
+        """Remove a blob; False when it was not there."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        blob = self.client.get_blob_client(self._name(path))
+
+        def delete() -> bool:
+            try:
+                blob.delete_blob()
+            except ResourceNotFoundError:
+                return False
+            return True
+
+        return bool(self._call(f"delete {path}", delete))
+
     # The rest of the publish directory's interface (signer/service/publish_dir.py).
 
     def check_writable(self) -> None:
@@ -238,18 +286,7 @@ class BlobTarget:
 
     def remove_attestation(self, relpath: str) -> bool:
         """Delete a withdrawn attestation; False when it was not there."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        blob = self.client.get_blob_client(self._name(relpath))
-
-        def delete() -> bool:
-            try:
-                blob.delete_blob()
-            except ResourceNotFoundError:
-                return False
-            return True
-
-        return bool(self._call(f"delete {relpath}", delete))
+        return self.delete(relpath)
 
     def attestation_files(self) -> Iterator[str]:
         """Every `attestations/<subdir>/<file>.sig.json` in the container."""
