@@ -264,3 +264,64 @@ def test_service_runs_with_wrapped_online_keys(
     res = cli("metadata", "verify", publish / "key_mgr.json", "--trusted", repo.root_file, "--json")
     assert res.code == 0, res.out + res.err
     assert state.count("POST", "/unwrapkey") == 3  # one per key, in this process
+
+
+def test_key_vault_made_signatures_pass_conda_and_libmamba(
+    vault: tuple[StandIn, dict[str, str]], tmp_path: Path, cli: Callable[..., Any]
+) -> None:
+    """key_mgr.json and pkg_mgr.json signed through wrapped seeds: conda-content-trust's own
+    verification and libmamba's judge accept them; a key_mgr signed by another key fails."""
+    import subprocess
+
+    pytest.importorskip("fastapi")
+    from softhsm import cct_check, judge_binary
+
+    from signer.devrepo import make_dev_trust_repo
+
+    judge = judge_binary()
+    state, _ = vault
+    rsa = state.add_rsa_key("service-wrap")
+    repo = make_dev_trust_repo(tmp_path / "dev")
+    refs = {}
+    for name in ("key_mgr", "pkg_mgr", "pkg_mgr_mamba"):
+        out = tmp_path / f"{name}.wrapped.json"
+        assert (
+            run("keys", "wrap", repo.keyref(name), "--vault-key", state.keyref(rsa), "-o", out) == 0
+        )
+        refs[name] = f"wrapped:{out}"
+    publish = tmp_path / "publish"
+    res = cli(
+        "service", "init", "--db", f"sqlite:///{tmp_path / 'svc.db'}", "--publish-dir", publish,
+        "--root", repo.root_file, "--key-mgr-key", refs["key_mgr"],
+        "--pkg-mgr-key", refs["pkg_mgr"], "--pkg-mgr-key", refs["pkg_mgr_mamba"],
+    )  # fmt: skip
+    assert res.code == 0, res.err
+    trust = tmp_path / "trust"
+    trust.mkdir()
+    for name in ("1.root.json", "key_mgr.json", "pkg_mgr.json"):
+        (trust / name).write_bytes((publish / name).read_bytes())
+    checked = cct_check("key_mgr", trust / "1.root.json", trust / "key_mgr.json")
+    assert checked.returncode == 0 and "OK" in checked.stdout, checked.stderr
+    files = [str(trust / n) for n in ("1.root.json", "key_mgr.json", "pkg_mgr.json")]
+    verdict = subprocess.run(
+        [judge, "pkg-mgr", *files],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert verdict.returncode == 0 and json.loads(verdict.stdout.splitlines()[-1])["ok"] is True
+    # Control: the same key_mgr re-signed by a key the root does not delegate to.
+    forged = json.loads((trust / "key_mgr.json").read_text())
+    other = _handle(repo.keyref("pkg_mgr"))
+    from signer.trust.canonical import canonical_bytes
+
+    forged["signatures"] = {
+        other.public_key_hex: {
+            "signature": other.sign_message(canonical_bytes(forged["signed"])).hex()
+        }
+    }
+    (trust / "key_mgr.json").write_text(json.dumps(forged))
+    assert cct_check("key_mgr", trust / "1.root.json", trust / "key_mgr.json").returncode != 0
+    verdict = subprocess.run(
+        [judge, "key-mgr", str(trust / "1.root.json"), str(trust / "key_mgr.json")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert json.loads(verdict.stdout.splitlines()[-1])["ok"] is False
