@@ -251,8 +251,12 @@ def verify_sidecar(
     *,
     subdir: str | None = None,
     package_name: str | None = None,
+    parsed: Sidecar | None = None,
 ) -> AttestationResult:
     """Rule 4 for one artifact, given the verified delegation of the sidecar's feedstock.
+
+    `parsed` is `parse_sidecar(sidecar_bytes, source)` when the caller already has it (the
+    session parses once for the hint): the bytes are then not parsed again.
 
     `subdir` (where the artifact is) is accepted so that callers pass it already; the
     statement's binding of it is checked once the format carries it (the harden branch).
@@ -262,7 +266,7 @@ def verify_sidecar(
     after checking it agrees with the file name). Raises FormatError when the sidecar does
     not parse and VerificationError (check: subject, digest, signature, scope) otherwise.
     """
-    sidecar = parse_sidecar(sidecar_bytes, source)
+    sidecar = parsed if parsed is not None else parse_sidecar(sidecar_bytes, source)
     subject = artifact_filename
     name = package_name if package_name is not None else package_name_of(artifact_filename)
     if name is None:
