@@ -207,7 +207,8 @@ class TrustSession:
             raise known
         return known
 
-    def _verified_index(self) -> VerifiedIndex:
+    def feedstock_index(self) -> VerifiedIndex:
+        """The verified feedstock index (rule 3), once per session; failures cached."""
         if self._index is None:
             try:
                 self._index = verify_index(
@@ -226,7 +227,7 @@ class TrustSession:
     def _resolve(self, feedstock: str) -> ResolvedDelegation:
         root = self.root.meta
         now, skew = self.now(), self.config.clock_skew
-        index = self._verified_index()
+        index = self.feedstock_index()
         bin_name, entry = index_entry(index.document, feedstock)
         keys = root.key_mgr_keys
         key = (bin_name, entry.version, entry.sha256, keys.pubkeys, keys.threshold)
