@@ -343,3 +343,22 @@ def test_a_cached_bin_is_not_trusted_past_its_expiry_or_a_swapped_entry(world: W
         later.delegation(twin)
     assert caught.value.check == "expired", caught.value
     assert fresh.asked.count(numpy_bin) == 1  # from the cache, and still refused
+
+
+def test_state_batch_writes_versions_once_and_checks_them_at_once(tmp_path: Path) -> None:
+    from signer.trust.errors import RollbackError
+    from signer.trust.state import TrustState
+
+    state = TrustState(tmp_path / "state")
+    with state.batch():
+        state.record_versions({"feedstocks/ab.json": 3})
+        with state.batch():  # nested: still deferred
+            state.record_versions({"feedstocks/cd.json": 2})
+        assert not (tmp_path / "state" / "versions.json").exists()
+        with pytest.raises(RollbackError):  # seen in memory already
+            state.check_version("feedstocks/ab.json", 2, "feedstocks/ab.json")
+        state.check_version("feedstocks/ab.json", 3, "feedstocks/ab.json")  # control
+    written = json.loads((tmp_path / "state" / "versions.json").read_text())
+    assert written == {"feedstocks/ab.json": 3, "feedstocks/cd.json": 2}
+    with pytest.raises(RollbackError):  # and by a later process
+        TrustState(tmp_path / "state").check_version("feedstocks/cd.json", 1, "cd")

@@ -194,7 +194,9 @@ class _Job:
         return ("s", sigs, mamba, entry)
 
     def run(self, start: int, end: int) -> list[_Outcome]:
-        return [self.one(i) for i in range(start, end)]
+        state = self.gate.session.state
+        with state.batch() if state is not None else contextlib.nullcontext():
+            return [self.one(i) for i in range(start, end)]
 
 
 def _kept_signatures(raw: Any, ours: set[str]) -> dict[str, Any]:
