@@ -73,6 +73,23 @@ def find_artifacts(build_dir: Path) -> list[Path]:
     return found
 
 
+def gather_artifacts(artifacts: Sequence[Path], build_dir: Path | None, command: str) -> list[Path]:
+    """The artifacts named, then every package under `build_dir` (`sign` and `submit`)."""
+    paths = list(artifacts)
+    for path in paths:
+        if not path.is_file():
+            why = "a directory, not an artifact" if path.is_dir() else "no such file"
+            raise FormatError(str(path), "ARTIFACT", why)
+    if build_dir is not None:
+        found = find_artifacts(build_dir)
+        if not found:
+            raise FormatError(str(build_dir), "--build-dir", "no packages in <subdir>/")
+        paths += found
+    if not paths:
+        raise FormatError(command, "ARTIFACT", "give artifacts or --build-dir D")
+    return paths
+
+
 def _sign_envelope(payload: bytes, key: KeyHandle) -> dict[str, Any]:
     from securesystemslib.dsse import Envelope
 

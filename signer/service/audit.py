@@ -71,6 +71,14 @@ def append(session: Session, actor: str, action: str, detail: Mapping[str, Any])
     return entry
 
 
+def page(session: Session, after: int, limit: int | None = None) -> list[dict[str, Any]]:
+    """Entries after sequence number `after`, oldest first (all of them without `limit`)."""
+    stmt = select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [entry_dict(e) for e in session.scalars(stmt)]
+
+
 def entry_dict(entry: AuditEntry) -> dict[str, Any]:
     return {
         "seq": entry.seq,

@@ -27,8 +27,9 @@ from sqlalchemy.exc import IntegrityError
 from signer.service.db.models import Attestation, Document, Feedstock, Setting
 from signer.service.db.session import Database
 from signer.service.errors import BadRequest, Forbidden, NotFound, RateLimited, TooLarge
+from signer.service.faults import crashpoint
 from signer.service.online_keys import CONFIG_SETTING, ServiceConfig
-from signer.service.publisher import Publisher
+from signer.service.publisher import Change, Publisher
 from signer.service.ratelimit import TokenBuckets
 from signer.trust.attestation import package_name_of, sidecar_file_bytes, verify_sidecar
 from signer.trust.errors import FormatError, VerificationError
@@ -45,6 +46,7 @@ from signer.trust.timefmt import system_clock
 # conda subdirs: noarch, linux-64, osx-arm64, win-64, emscripten-wasm32, ...
 SUBDIR = re.compile(r"\A(noarch|[a-z0-9]+-[a-z0-9_]+)\Z")
 _HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
+_FILENAME = re.compile(r"\A[!-~]{1,512}\Z")  # printable ASCII: what conda file names are
 
 
 @dataclass
@@ -208,7 +210,7 @@ class Intake:
         sidecar: Mapping[str, Any],
     ) -> Verdict | _Row:
         subdir, sep, filename = key.partition("/")
-        if not sep or not SUBDIR.match(subdir) or "/" in filename:
+        if not sep or not SUBDIR.match(subdir) or not _FILENAME.match(filename) or "/" in filename:
             return refused(key, "artifact", "expected <subdir>/<file name>")
         if package_name_of(filename) is None:
             return refused(key, "artifact", "not a name-version-build.conda|.tar.bz2 file name")
@@ -237,8 +239,10 @@ class Intake:
                 if attempt == 2:
                     raise
                 continue
-            for row in written:
-                self.publisher.write_attestation(row.subdir, row.filename, row.data)
+            # A crash here (committed, file not written) is repaired by the next sync:
+            # at start-up, in `service refresh`, and by every replica's periodic check.
+            crashpoint("intake.after-commit")
+            self.publisher.publish_attestations((r.subdir, r.filename) for r in written)
             return verdicts
         raise AssertionError("unreachable")
 
@@ -292,3 +296,41 @@ class Intake:
                     written.append(row)
                 verdicts[key] = accepted
         return verdicts, written
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    subdir: str
+    filename: str
+    feedstock: str
+    sha256: str
+
+
+def withdraw(change: Change, subdir: str, filename: str, reason: str) -> Withdrawn | None:
+    """Remove an accepted attestation (audited); the caller then removes its file.
+
+    For a sidecar filed to squat a name (under another subdir's path), or one attested
+    by a key found compromised later: the artifact may then be attested again.
+    """
+    if not SUBDIR.match(subdir) or not _FILENAME.match(filename):
+        return None
+    row = change.session.scalars(
+        select(Attestation).where(Attestation.subdir == subdir, Attestation.filename == filename)
+    ).first()
+    if row is None:
+        return None
+    gone = Withdrawn(row.subdir, row.filename, row.feedstock, row.sha256)
+    change.session.delete(row)
+    change.audit(
+        "attestation.withdraw",
+        {
+            "artifact": f"{subdir}/{filename}",
+            "feedstock": row.feedstock,
+            "package": row.package,
+            "sha256": row.sha256,
+            "keyids": row.keyids.split(",") if row.keyids else [],
+            "sidecar_sha256": row.data_sha256,
+            "reason": reason,
+        },
+    )
+    return gone

@@ -37,6 +37,7 @@ from signer.feedstock.publish import plan_publication_detailed
 from signer.keys import KeyHandle
 from signer.service import audit
 from signer.service.db.models import (
+    Attestation,
     Document,
     DocumentVersion,
     Feedstock,
@@ -44,6 +45,7 @@ from signer.service.db.models import (
     FeedstockOutput,
 )
 from signer.service.db.session import Database
+from signer.service.faults import crashpoint
 from signer.service.online_keys import OnlineKeys, ServiceConfig, load_config, require_config
 from signer.service.publish_dir import PublishDir
 from signer.trust.errors import FormatError
@@ -62,6 +64,10 @@ PKG_MGR_PATH = "pkg_mgr.json"
 
 def root_path(version: int) -> str:
     return f"{version}.root.json"
+
+
+def attestation_path(subdir: str, filename: str) -> str:
+    return f"attestations/{subdir}/{filename}.sig.json"
 
 
 def write_rank(path: str) -> tuple[int, int, str]:
@@ -218,6 +224,9 @@ class Publisher:
             finally:
                 session.close()
             self._notify(change.files)
+            # A crash here leaves the previous snapshot in place; the next publication,
+            # start-up or `service refresh` (sync_files) writes what was committed.
+            crashpoint("publish.after-commit")
             # Still under the lock: no other process writes files in between.
             self.write_files(change.files)
 
@@ -319,10 +328,91 @@ class Publisher:
     def write_files(self, files: Mapping[str, bytes]) -> None:
         self.files.publish(files, order=write_rank)
 
-    def write_attestation(self, subdir: str, filename: str, data: bytes) -> None:
-        path = f"attestations/{subdir}/{filename}.sig.json"
-        self._notify([path])
-        self.files.write_attestation(path, data)
+    def publish_attestations(self, artifacts: Iterable[tuple[str, str]]) -> list[str]:
+        """Make the files of these `(subdir, filename)` match the database (write or remove).
+
+        Under the publish directory's attestation lock, each file gets what the database
+        holds *now*, not what the caller stored: two submissions racing for one artifact
+        (or a sync racing a submission) end with the newest committed sidecar on disk,
+        whichever writes last. Returns the paths changed.
+        """
+        wanted = sorted(set(artifacts))
+        if not wanted:
+            return []
+        paths = [attestation_path(subdir, filename) for subdir, filename in wanted]
+        self._notify(paths)
+        changed: list[str] = []
+        with self.files.attestation_lock():
+            current = self._attestation_rows(wanted)
+            for (subdir, filename), path in zip(wanted, paths, strict=True):
+                data = current.get((subdir, filename))
+                if data is None:
+                    if self.files.remove_attestation(path):
+                        changed.append(path)
+                elif self.files.read_attestation(path) != data:
+                    self.files.write_attestation(path, data)
+                    changed.append(path)
+        return changed
+
+    def _attestation_rows(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        out: dict[tuple[str, str], bytes] = {}
+        with self.db.connect() as conn:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                names = sorted({f for _, f in chunk})
+                for subdir, filename, data in conn.execute(
+                    select(Attestation.subdir, Attestation.filename, Attestation.data).where(
+                        Attestation.filename.in_(names)
+                    )
+                ):
+                    out[(subdir, filename)] = bytes(data)
+        return out
+
+    def remove_attestation(self, subdir: str, filename: str) -> None:
+        """After a withdrawal: the file goes (unless the artifact was attested again)."""
+        self.publish_attestations([(subdir, filename)])
+
+    def sync_attestations(self, since: datetime | None = None) -> list[str]:
+        """Repair the attestation files: all of them (and remove the withdrawn), or only
+        those submitted since `since` (the periodic check between replicas)."""
+        if since is not None:
+            with self.db.connect() as conn:
+                recent = [
+                    (a, b)
+                    for a, b in conn.execute(
+                        select(Attestation.subdir, Attestation.filename).where(
+                            Attestation.submitted_at >= since
+                        )
+                    )
+                ]
+            return self.publish_attestations(recent)
+        changed: list[str] = []
+        with self.files.attestation_lock():
+            known: set[str] = set()
+            stale: list[tuple[str, str]] = []
+            with self.db.connect() as conn:
+                rows = conn.execution_options(yield_per=2000).execute(
+                    select(Attestation.subdir, Attestation.filename, Attestation.data_sha256)
+                )
+                for subdir, filename, digest in rows:
+                    path = attestation_path(subdir, filename)
+                    known.add(path)
+                    on_disk = self.files.read_attestation(path)
+                    if on_disk is None or hashlib.sha256(on_disk).hexdigest() != digest:
+                        stale.append((subdir, filename))
+            current = self._attestation_rows(stale)
+            for key in stale:
+                data = current.get(key)
+                if data is not None:
+                    path = attestation_path(*key)
+                    self.files.write_attestation(path, data)
+                    changed.append(path)
+            for path in self.files.attestation_files():
+                if path not in known and self.files.remove_attestation(path):
+                    changed.append(path)  # withdrawn (or never stored): not served any more
+        if changed:
+            self._notify(changed)
+        return changed
 
     def refresh(self, within: timedelta | None = None, *, actor: str = "refresh") -> Change:
         """Re-sign online documents expiring within `within` (default: half their life)."""
@@ -342,8 +432,9 @@ class Publisher:
                 )
         return change
 
-    def sync_files(self) -> list[str]:
-        """Write every document whose file is missing or differs (a lagging directory)."""
+    def sync_files(self, *, attestations: bool = True) -> list[str]:
+        """Write every document whose file is missing or differs (a lagging directory),
+        then repair the attestation files (`sync_attestations`)."""
         with self.db.publication_lock() as conn, Session(bind=conn) as session:
             stale: dict[str, bytes] = {}
             for path, digest in session.execute(select(Document.path, Document.sha256)):
@@ -355,4 +446,7 @@ class Publisher:
                         stale[path] = data
             session.rollback()
             self.write_files(stale)
-        return sorted(stale, key=write_rank)
+        written = sorted(stale, key=write_rank)
+        if attestations:
+            written += self.sync_attestations()
+        return written

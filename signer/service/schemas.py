@@ -141,6 +141,21 @@ class ImportResult(Published):
     created: int
     names: int
     globs: int
+    normalized: int = Field(0, description="feedstock names given with -feedstock, read without")
+    needs_admin: list[str] = Field(
+        default_factory=list, description="entries left out: they take names others own"
+    )
+
+
+class AttestationWithdraw(Strict):
+    reason: str = Field(min_length=1, max_length=1024, description="for the audit log")
+
+
+class WithdrawnView(BaseModel):
+    artifact: str
+    feedstock: str
+    sha256: str
+    withdrawn: bool = True
 
 
 class AuditEntryView(BaseModel):

@@ -1,0 +1,141 @@
+"""Reading the published trust repository from the database (the replicas' shared truth).
+
+`TrustFiles` answers `/trust/<path>` through a short per-process cache; `health_summary`
+is what `/healthz` reports. Both only read; publishing is `publisher.py`'s alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from sqlalchemy import select
+
+from signer.service.db.models import Attestation, Document, Setting
+from signer.service.db.session import Database
+from signer.service.online_keys import CONFIG_SETTING
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+MUTABLE = "public, max-age=60, must-revalidate"
+ATTESTATION = "public, max-age=300"
+SIDECAR_SUFFIX = ".sig.json"
+MAX_ENTRIES = 4096
+MAX_PATH = 1024
+
+
+class Found(NamedTuple):
+    data: bytes
+    etag: str
+    cache_control: str
+
+
+def valid_path(path: str) -> bool:
+    """A path that could name a published file: anything else is not looked up at all.
+
+    (PostgreSQL refuses a NUL inside a text parameter; control characters, surrogates and
+    `..` never name a document either.)
+    """
+    if not path or len(path) > MAX_PATH:
+        return False
+    if any(ord(c) < 0x20 or c == "\x7f" or 0xD800 <= ord(c) <= 0xDFFF for c in path):
+        return False
+    return all(part not in ("", ".", "..") for part in path.split("/"))
+
+
+class TrustFiles:
+    """Published bytes by path, read from the database through a short-lived cache."""
+
+    def __init__(self, db: Database, ttl: float) -> None:
+        self.db = db
+        self.ttl = ttl
+        self._cache: OrderedDict[str, tuple[float, Found]] = OrderedDict()
+
+    def cached(self, path: str) -> Found | None:
+        entry = self._cache.get(path)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def load(self, path: str) -> Found | None:
+        found = self._query(path)
+        if found is not None and self.ttl > 0:
+            self._cache[path] = (time.monotonic() + self.ttl, found)
+            while len(self._cache) > MAX_ENTRIES:
+                self._cache.popitem(last=False)
+        return found
+
+    def get(self, path: str) -> Found | None:
+        return self.cached(path) or self.load(path)
+
+    def invalidate(self, paths: Iterable[str]) -> None:
+        for path in paths:
+            self._cache.pop(path, None)
+
+    def _query(self, path: str) -> Found | None:
+        if not valid_path(path):
+            return None
+        with self.db.connect() as conn:
+            if path.startswith("attestations/"):
+                parts = path.split("/")
+                if len(parts) != 3 or not parts[2].endswith(SIDECAR_SUFFIX):
+                    return None
+                filename = parts[2][: -len(SIDECAR_SUFFIX)]
+                row = conn.execute(
+                    select(Attestation.data, Attestation.data_sha256).where(
+                        Attestation.subdir == parts[1], Attestation.filename == filename
+                    )
+                ).first()
+                return Found(row[0], f'"{row[1]}"', ATTESTATION) if row else None
+            row = conn.execute(
+                select(Document.data, Document.sha256).where(Document.path == path)
+            ).first()
+            if row is None:
+                return None
+            cache = IMMUTABLE if path.endswith(".root.json") else MUTABLE
+            return Found(row[0], f'"{row[1]}"', cache)
+
+
+def read_document(db: Database, path: str, max_bytes: int) -> bytes | None:
+    """The published bytes of `path` (None when absent or over `max_bytes`)."""
+    if not valid_path(path):
+        return None
+    with db.connect() as conn:
+        if path.startswith("attestations/"):
+            return None
+        data = conn.scalar(select(Document.data).where(Document.path == path))
+    if data is None or len(data) > max_bytes:
+        return None
+    return bytes(data)
+
+
+@dataclass(frozen=True)
+class HealthSummary:
+    initialized: bool
+    root_version: int | None
+    root_expires: str | None
+    index_version: int | None
+
+
+def health_summary(db: Database) -> HealthSummary:
+    """Raises whatever the database raises: the caller reports it as not ready."""
+    with db.connect() as conn:
+        initialized = (
+            conn.scalar(select(Setting.name).where(Setting.name == CONFIG_SETTING)) is not None
+        )
+        rows = conn.execute(
+            select(Document.path, Document.version, Document.expiration).where(
+                Document.path.like("%.root.json") | (Document.path == "feedstocks/index.json")
+            )
+        ).all()
+    roots = [(v, e) for p, v, e in rows if p.endswith(".root.json")]
+    index = [v for p, v, _ in rows if p == "feedstocks/index.json"]
+    newest = max(roots, default=None)
+    return HealthSummary(
+        initialized,
+        newest[0] if newest else None,
+        newest[1] if newest else None,
+        index[0] if index else None,
+    )
