@@ -62,8 +62,8 @@ def setup(work: Path) -> tuple[Path, Path, str]:
     from contextlib import redirect_stdout
     from io import StringIO
 
-    from signer.ceremony.devrepo import make_dev_trust_repo
     from signer.cli.main import main
+    from signer.devrepo import make_dev_trust_repo
 
     def run(*args: object) -> None:
         with redirect_stdout(StringIO()):

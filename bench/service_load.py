@@ -36,8 +36,8 @@ from typing import Any
 import psycopg
 
 from signer.artifacts.reader import ArtifactInfo
-from signer.ceremony.devrepo import make_dev_trust_repo
 from signer.cli.main import main as cli_main
+from signer.devrepo import make_dev_trust_repo
 from signer.feedstock.sign import build_sidecar
 from signer.keys import KeyHandle, generate_key, resolve_keyref
 from signer.service import registry

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from signer.artifacts.build import build_package
-from signer.ceremony.devrepo import DevTrustRepo
+from signer.devrepo import DevTrustRepo
 from tests.conftest import REPO_ROOT, CliResult
 
 FORBIDDEN_ON_VERIFY_PATH = {

@@ -191,7 +191,7 @@ def delegations_publish(args: argparse.Namespace) -> int:
     from signer.feedstock.publish import plan_publication_detailed, write_order
     from signer.feedstock.source import read_delegations_source
     from signer.fetch import LocalSource
-    from signer.keys import resolve_keyref
+    from signer.keys import channel_signer
     from signer.trust.state import write_atomic
     from signer.trust.timefmt import system_clock
 
@@ -199,7 +199,7 @@ def delegations_publish(args: argparse.Namespace) -> int:
     if not trust.is_dir():
         raise FormatError(str(trust), "--trust", "not a directory")
     source = read_delegations_source(args.source)
-    signers = [resolve_keyref(k, passphrase_env=args.passphrase_env) for k in args.key]
+    signers = [channel_signer(k, passphrase_env=args.passphrase_env) for k in args.key]
     root = _latest_root(trust)
     if root is not None:
         allowed = set(root.key_mgr_keys.pubkeys)
@@ -268,13 +268,10 @@ def delegations_import(args: argparse.Namespace) -> int:
 
 
 def _load_key(args: argparse.Namespace) -> KeyHandle:
-    from signer.keys import KeyHandle, load_public_key, resolve_keyref
+    from signer.keys import artifact_signer, load_public_key
 
     public = load_public_key(args.public_key) if args.public_key else None
-    key = resolve_keyref(args.key, public=public, passphrase_env=args.passphrase_env)
-    if not isinstance(key, KeyHandle):
-        raise FormatError(args.key, "--key", "GnuPG keys sign root metadata only, not artifacts")
-    return key
+    return artifact_signer(args.key, public=public, passphrase_env=args.passphrase_env)
 
 
 def sign_cmd(args: argparse.Namespace) -> int:
@@ -305,18 +302,17 @@ def sign_cmd(args: argparse.Namespace) -> int:
         raise FormatError("sign", "ARTIFACT", "give artifacts or --build-dir D")
     delegation = None
     if args.trust:
-        from signer.cli.common import load_trust, now_from, skew_from
-        from signer.trust.feedstocks import verify_feedstock_delegation
+        from signer.cli.common import open_session, report_notices, verification_hint
 
-        source, state, root, _ = load_trust(args)
+        session = open_session(args)
         try:
-            delegation = verify_feedstock_delegation(
-                source.fetch, root.meta, feedstock, now_from(args), skew_from(args), state
-            )
+            delegation = session.delegation(feedstock).delegation
         except VerificationError as exc:
             if exc.check != "delegation":
-                raise
+                raise verification_hint(exc) from None
             raise FormatError(feedstock, "--feedstock", exc.reason) from None
+        finally:
+            report_notices(session)
     signed = sign_artifacts(
         artifacts,
         feedstock=feedstock,
@@ -338,8 +334,7 @@ def sign_cmd(args: argparse.Namespace) -> int:
 
 
 def verify_cmd(args: argparse.Namespace) -> int:
-    from signer.cli.common import load_trust, now_from, skew_from
-    from signer.feedstock.verify import Verdict, failed, verify_artifact
+    from signer.cli.common import open_session, report_notices
 
     paths: list[Path] = args.artifacts
     for path in paths:
@@ -347,30 +342,13 @@ def verify_cmd(args: argparse.Namespace) -> int:
             raise FormatError(str(path), "ARTIFACT", "no such file")
     if args.sig is not None and len(paths) != 1:
         raise FormatError("--sig", "FILE", "applies to a single ARTIFACT")
-    verdicts: list[Verdict] = []
-    try:
-        source, state, root, _ = load_trust(args)
-    except VerificationError as exc:
-        # Nothing verifies without the trust documents: the same failure for every artifact.
-        verdicts = [failed(path.name, exc) for path in paths]
-    else:
-        now, skew = now_from(args), skew_from(args)
-        cache: dict[str, Any] = {}  # feedstock -> verified delegation (or why not)
-        for path in paths:
-            try:
-                verdict = verify_artifact(
-                    path,
-                    source=source,
-                    root=root.meta,
-                    state=state,
-                    now=now,
-                    skew=skew,
-                    sig=args.sig,
-                    cache=cache,
-                )
-            except VerificationError as exc:
-                verdict = failed(path.name, exc)
-            verdicts.append(verdict)
+    session = open_session(args)
+    verdicts = [session.verify_artifact(path, args.sig) for path in paths]
+    verdicts = [
+        v._replace(reason=f"{v.reason}; pass --root FILE") if v.check == "trust anchor" else v
+        for v in verdicts
+    ]
+    report_notices(session)
     if args.json:
         emit_json([v.to_json() for v in verdicts])
     else:

@@ -53,7 +53,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or only `command`'s group when it is known (faster start-up)."""
     parser = _Parser(prog="cf-sign", description="Content trust for conda-forge.")
-    parser.add_argument("--version", action="version", version="cf-sign 0.1.0")
+    from signer import __version__
+
+    parser.add_argument("--version", action="version", version=f"cf-sign {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     group = COMMAND_GROUP.get(command or "")

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from signer.cli.common import add_expires, emit_json, non_negative_days, now_from, positive_int
+from signer.cli.common import (
+    add_expires,
+    emit_json,
+    non_negative_seconds,
+    now_from,
+    positive_int,
+)
 from signer.trust.errors import FormatError, VerificationError
 
 DEFAULT_ROOT_DAYS = 365.0
@@ -74,7 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="the trusted root (for a root or key_mgr) or key_mgr (for pkg_mgr)",
     )
     verify.add_argument("--at", metavar="TIME", help="check expiry as of this UTC time")
-    verify.add_argument("--clock-skew", metavar="SECONDS", type=non_negative_days, default=60.0)
+    verify.add_argument("--clock-skew", metavar="SECONDS", type=non_negative_seconds, default=60.0)
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=metadata_verify)
 
@@ -158,16 +164,16 @@ def pkg_mgr_create(args: argparse.Namespace) -> int:
 
 
 def metadata_sign(args: argparse.Namespace) -> int:
-    from signer.keys import resolve_keyref
+    from signer.keys import load_key
     from signer.trust.jsonload import MAX_DELEGATING, read_file
     from signer.trust.metadata import parse_metadata
     from signer.trust.signing import sign_envelope
     from signer.trust.state import write_atomic
 
     doc = parse_metadata(read_file(args.file, MAX_DELEGATING), args.file)
-    key = resolve_keyref(args.key, passphrase_env=args.passphrase_env)
+    key = load_key(args.key, passphrase_env=args.passphrase_env)
     openpgp = doc.role == "root"  # conda reads only OpenPGP-style signatures on roots
-    sign_envelope(doc.envelope, key, openpgp=openpgp)
+    sign_envelope(doc.envelope, key.root_signer() if openpgp else key.channel_signer())
     write_atomic(Path(args.file), doc.envelope.to_bytes())
     style = "OpenPGP-style" if openpgp else "raw"
     print(
@@ -183,8 +189,7 @@ def metadata_verify(args: argparse.Namespace) -> int:
     from signer.trust.chain import check_not_expired, verify_root_self, verify_root_update
     from signer.trust.jsonload import MAX_DELEGATING, read_file
     from signer.trust.metadata import KeyMgr, Root, parse_metadata
-    from signer.trust.repository import verify_key_mgr
-    from signer.trust.threshold import verify_threshold
+    from signer.trust.repository import verify_key_mgr, verify_pkg_mgr
     from signer.trust.timefmt import timedelta_seconds
 
     doc = parse_metadata(read_file(args.file, MAX_DELEGATING), args.file)
@@ -219,13 +224,7 @@ def metadata_verify(args: argparse.Namespace) -> int:
                 raise FormatError(
                     args.file, "--trusted", "a pkg_mgr is checked against a trusted key_mgr"
                 )
-            result = verify_threshold(
-                doc.envelope.canonical,
-                doc.envelope.signatures,
-                trusted.meta.pkg_mgr_keys,
-                "pkg_mgr",
-                allow_openpgp=False,
-            ).require(args.file)
+            result = verify_pkg_mgr(doc, trusted.meta)
             results.append(("key_mgr's pkg_mgr keys", result))
             what = f"pkg_mgr v{doc.meta.version} under key_mgr v{trusted.meta.version}"
         check_not_expired(doc.meta, args.file, now, skew)

@@ -30,7 +30,7 @@ from signer.trust.feedstocks import (
 from signer.trust.jsonload import MAX_FEEDSTOCKS
 from signer.trust.metadata import Signable
 from signer.trust.repository import Fetch
-from signer.trust.signing import MessageSigner, sign_envelope
+from signer.trust.signing import MessageSigner, RawSigner, sign_envelope
 from signer.trust.timefmt import expiry_after, format_time, parse_time
 
 DEFAULT_EXPIRES_DAYS = 90.0
@@ -53,7 +53,7 @@ def _signed_bytes(
 ) -> bytes:
     envelope = Signable(dict(signed), {}, source)
     for signer in signers:
-        sign_envelope(envelope, signer, openpgp=False)  # raw, as conda requires for key_mgr
+        sign_envelope(envelope, RawSigner(signer))  # raw, as conda requires for key_mgr
     return envelope.to_bytes()
 
 
@@ -83,9 +83,9 @@ def plan_publication_detailed(
 ) -> PublicationPlan:
     """See `plan_publication`; also says why each bin changed (for people and logs)."""
     if bins not in BIN_CHOICES:
-        raise FormatError("--bins", "", f"must be one of {BIN_CHOICES}, got {bins}")
+        raise FormatError("bins", "", f"must be one of {BIN_CHOICES}, got {bins}")
     if not signers:
-        raise FormatError("--key", "", "at least one key_mgr key is needed to sign")
+        raise FormatError("key_mgr keys", "", "at least one is needed to sign")
     now = now.replace(microsecond=0)
     timestamp, expiration = format_time(now), expiry_after(expires_days, now)
     # Documents expiring within `refresh_days` are re-signed even when unchanged.

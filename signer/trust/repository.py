@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from signer.trust.chain import RootUpdate, check_not_expired, verify_root_self, verify_root_update
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.jsonload import MAX_DELEGATING
-from signer.trust.metadata import KeyMgr, Root, SignedMetadata, parse_metadata
+from signer.trust.metadata import KeyMgr, PkgMgr, Root, SignedMetadata, parse_metadata
 from signer.trust.state import TrustState
 from signer.trust.threshold import ThresholdResult, verify_threshold
 from signer.trust.timefmt import DEFAULT_CLOCK_SKEW
@@ -34,6 +34,19 @@ class TrustedRoot:
     def meta(self) -> Root:
         assert isinstance(self.root.meta, Root)
         return self.root.meta
+
+
+class TrustedPkgMgr:
+    """A verified pkg_mgr.json and what its threshold counted."""
+
+    def __init__(self, pkg_mgr: SignedMetadata, result: ThresholdResult) -> None:
+        self.pkg_mgr = pkg_mgr
+        self.result = result
+
+    @property
+    def meta(self) -> PkgMgr:
+        assert isinstance(self.pkg_mgr.meta, PkgMgr)
+        return self.pkg_mgr.meta
 
 
 class TrustedKeyMgr:
@@ -72,7 +85,7 @@ def choose_anchor(given: bytes | None, given_name: str, state: TrustState | None
         raise VerificationError(
             "root",
             "trust anchor",
-            "no trusted root: pass --root FILE (it is never fetched blindly)",
+            "no trusted root given and none kept in the state (a root is never fetched blindly)",
         )
     anchor = max(candidates, key=lambda doc: doc.meta.version)
     verify_root_self(anchor)
@@ -144,3 +157,41 @@ def load_key_mgr(
     if state is not None:
         state.record_versions({name: doc.meta.version})
     return TrustedKeyMgr(doc, result)
+
+
+def verify_pkg_mgr(doc: SignedMetadata, key_mgr: KeyMgr) -> ThresholdResult:
+    """pkg_mgr.json must meet the threshold of key_mgr's pkg_mgr keys."""
+    if not isinstance(doc.meta, PkgMgr):
+        raise VerificationError(doc.source, "type", f"expected pkg_mgr, got {doc.role}")
+    return verify_threshold(
+        doc.envelope.canonical,
+        doc.envelope.signatures,
+        key_mgr.pkg_mgr_keys,
+        "pkg_mgr",
+        allow_openpgp=False,  # as for key_mgr: raw signatures by online keys
+    ).require(doc.source)
+
+
+def load_pkg_mgr(
+    fetch: Fetch,
+    key_mgr: TrustedKeyMgr,
+    now: datetime,
+    skew: timedelta = DEFAULT_CLOCK_SKEW,
+    state: TrustState | None = None,
+) -> TrustedPkgMgr | None:
+    """pkg_mgr.json when the repository has one (conda never reads it; mamba needs it)."""
+    name = "pkg_mgr.json"
+    data = fetch(name, MAX_DELEGATING)
+    if data is None:
+        return None
+    try:
+        doc = parse_metadata(data, name, "pkg_mgr")
+    except FormatError as exc:
+        raise _as_document_error(exc, name) from None
+    result = verify_pkg_mgr(doc, key_mgr.meta)
+    if state is not None:
+        state.check_version(name, doc.meta.version, name)
+    check_not_expired(doc.meta, name, now, skew)
+    if state is not None:
+        state.record_versions({name: doc.meta.version})
+    return TrustedPkgMgr(doc, result)
