@@ -1,7 +1,9 @@
 """Reading the published trust repository from the database (the replicas' shared truth).
 
-`TrustFiles` answers `/trust/<path>` through a short per-process cache; `health_summary`
-is what `/healthz` reports. Both only read; publishing is `publisher.py`'s alone.
+`TrustFiles` answers `/trust/<path>` through a short per-process cache; `DatabaseSource`
+is the same documents as a `signer.client.TrustSource`, so the intake verifies through a
+`TrustSession` exactly as clients do; `health_summary` is what `/healthz` reports. All
+only read; publishing is `publisher.py`'s alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from sqlalchemy import select
 from signer.service.db.models import Attestation, Document, Setting
 from signer.service.db.session import Database
 from signer.service.online_keys import CONFIG_SETTING
+from signer.trust.errors import VerificationError
+from signer.trust.feedstocks import INDEX_PATH
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MUTABLE = "public, max-age=60, must-revalidate"
@@ -98,17 +102,59 @@ class TrustFiles:
             return Found(row[0], f'"{row[1]}"', cache)
 
 
-def read_document(db: Database, path: str, max_bytes: int) -> bytes | None:
-    """The published bytes of `path` (None when absent or over `max_bytes`)."""
-    if not valid_path(path):
-        return None
-    with db.connect() as conn:
-        if path.startswith("attestations/"):
+class DatabaseSource:
+    """The published documents (roots, key_mgr, pkg_mgr, index, bins) as a TrustSource."""
+
+    location = "the service database"
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def fetch(self, path: str, max_bytes: int) -> bytes | None:
+        if not valid_path(path) or path.startswith("attestations/"):
             return None
-        data = conn.scalar(select(Document.data).where(Document.path == path))
-    if data is None or len(data) > max_bytes:
-        return None
-    return bytes(data)
+        with self.db.connect() as conn:
+            data = conn.scalar(select(Document.data).where(Document.path == path))
+        if data is None:
+            return None
+        if len(data) > max_bytes:
+            raise VerificationError(path, "size", f"over its size cap of {max_bytes} bytes")
+        return bytes(data)
+
+    def describe(self, path: str) -> str:
+        return f"{path} (published in the service database)"
+
+
+# What a verifier session depends on: when one of these changes, a new session is made.
+_SESSION_DOCUMENTS = ("key_mgr.json", "pkg_mgr.json", INDEX_PATH)
+
+
+@dataclass(frozen=True)
+class Published:
+    """The oldest published root (the anchor) and the digests a session depends on."""
+
+    anchor_path: str
+    anchor: bytes
+    fingerprint: tuple[tuple[str, str], ...]
+
+
+def published_state(db: Database) -> Published | None:
+    """None before `service init` published a root."""
+    with db.connect() as conn:
+        rows = conn.execute(
+            select(Document.path, Document.sha256).where(
+                Document.path.like("%.root.json") | Document.path.in_(_SESSION_DOCUMENTS)
+            )
+        ).all()
+        roots = sorted(
+            (int(p.split(".", 1)[0]), p) for p, _ in rows if p.endswith(".root.json")
+        )
+        if not roots:
+            return None
+        anchor_path = roots[0][1]
+        anchor = conn.scalar(select(Document.data).where(Document.path == anchor_path))
+    assert anchor is not None
+    return Published(anchor_path, bytes(anchor), tuple(sorted((p, d) for p, d in rows)))
 
 
 @dataclass(frozen=True)
