@@ -147,13 +147,16 @@ SYNC_OVERLAP = timedelta(minutes=5)
 
 async def _sync_forever(state: ServiceState) -> None:
     """Bring this replica's publish directory to the database (another replica published)."""
-    since = system_clock() - SYNC_OVERLAP
+    since, audit_after = system_clock() - SYNC_OVERLAP, 0
     while True:
         await asyncio.sleep(state.settings.sync_interval)
         started = system_clock()
         try:
             written = await run_in_threadpool(state.publisher.sync_files, attestations=False)
-            written += await run_in_threadpool(state.publisher.sync_attestations, since)
+            recent, audit_after = await run_in_threadpool(
+                state.publisher.sync_recent_attestations, since, audit_after
+            )
+            written += recent
             if written:
                 log.info("publish directory caught up with the database: %s", written[:20])
             since = started - SYNC_OVERLAP

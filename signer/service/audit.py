@@ -79,6 +79,24 @@ def page(session: Session, after: int, limit: int | None = None) -> list[dict[st
     return [entry_dict(e) for e in session.scalars(stmt)]
 
 
+def head_seq(session: Session) -> int:
+    return session.scalar(select(AuditEntry.seq).order_by(AuditEntry.seq.desc()).limit(1)) or 0
+
+
+def withdrawals_after(session: Session, after: int) -> list[tuple[str, str]]:
+    """(subdir, filename) of the attestations withdrawn in entries after `after`."""
+    out: list[tuple[str, str]] = []
+    for (detail,) in session.execute(
+        select(AuditEntry.detail).where(
+            AuditEntry.seq > after, AuditEntry.action == "attestation.withdraw"
+        )
+    ):
+        subdir, _, filename = str(json.loads(detail).get("artifact", "")).partition("/")
+        if subdir and filename:
+            out.append((subdir, filename))
+    return out
+
+
 def entry_dict(entry: AuditEntry) -> dict[str, Any]:
     return {
         "seq": entry.seq,

@@ -372,20 +372,24 @@ class Publisher:
         """After a withdrawal: the file goes (unless the artifact was attested again)."""
         self.publish_attestations([(subdir, filename)])
 
-    def sync_attestations(self, since: datetime | None = None) -> list[str]:
-        """Repair the attestation files: all of them (and remove the withdrawn), or only
-        those submitted since `since` (the periodic check between replicas)."""
-        if since is not None:
-            with self.db.connect() as conn:
-                recent = [
-                    (a, b)
-                    for a, b in conn.execute(
-                        select(Attestation.subdir, Attestation.filename).where(
-                            Attestation.submitted_at >= since
-                        )
+    def sync_recent_attestations(self, since: datetime, audit_after: int) -> tuple[list[str], int]:
+        """The periodic check between replicas: attestations submitted since `since`, and
+        those withdrawn in audit entries after `audit_after` (returned: the newest seen)."""
+        with self.db.read() as session:
+            head = audit.head_seq(session)
+            touched = audit.withdrawals_after(session, audit_after)
+            touched += [
+                (a, b)
+                for a, b in session.execute(
+                    select(Attestation.subdir, Attestation.filename).where(
+                        Attestation.submitted_at >= since
                     )
-                ]
-            return self.publish_attestations(recent)
+                )
+            ]
+        return self.publish_attestations(touched), head
+
+    def sync_attestations(self) -> list[str]:
+        """Repair every attestation file, and remove the files of withdrawn ones."""
         changed: list[str] = []
         with self.files.attestation_lock():
             known: set[str] = set()
