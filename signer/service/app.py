@@ -152,7 +152,9 @@ async def _sync_forever(state: ServiceState) -> None:
         await asyncio.sleep(state.settings.sync_interval)
         started = system_clock()
         try:
-            written = await run_in_threadpool(state.publisher.sync_files, attestations=False)
+            written = await run_in_threadpool(
+                lambda: state.publisher.sync_files(attestations=False, trust_cache=True)
+            )
             recent, audit_after = await run_in_threadpool(
                 state.publisher.sync_recent_attestations, since, audit_after
             )

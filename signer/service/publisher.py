@@ -198,6 +198,8 @@ class Publisher:
         self.publish_dir = publish_dir
         self.files = PublishDir(publish_dir)
         self.keys = keys or OnlineKeys()
+        # (snapshot, path -> sha256) of the publish directory as this process last saw it.
+        self._digests: tuple[Path, dict[str, str]] | None = None
         # Called with the paths of each publication, once committed (e.g. to drop caches).
         self.listeners: list[Callable[[Iterable[str]], None]] = []
 
@@ -227,8 +229,16 @@ class Publisher:
             # A crash here leaves the previous snapshot in place; the next publication,
             # start-up or `service refresh` (sync_files) writes what was committed.
             crashpoint("publish.after-commit")
-            # Still under the lock: no other process writes files in between.
-            self.write_files(change.files)
+            if change.files:
+                # Still under the lock: no other process writes files in between. The new
+                # snapshot gets every document that differs from the database, not only this
+                # change's: an earlier publication cut short by a crash (or made by a
+                # replica with another directory) would otherwise leave this new index
+                # next to a bin older than the one it names.
+                with Session(bind=conn) as fresh:
+                    lagging = self._lagging(fresh, trust_cache=True)
+                    fresh.rollback()
+                self.write_files({**lagging, **change.files})
 
     def _finish(self, change: Change) -> None:
         session = change.session
@@ -326,7 +336,43 @@ class Publisher:
     # ------------------------------------------------------------------ files
 
     def write_files(self, files: Mapping[str, bytes]) -> None:
-        self.files.publish(files, order=write_rank)
+        before = self._digests
+        target = self.files.publish(files, order=write_rank)
+        if files and target is not None and before is not None:
+            digests = dict(before[1])
+            digests.update((p, hashlib.sha256(d).hexdigest()) for p, d in files.items())
+            self._digests = (target.resolve(), digests)
+        elif files:
+            self._digests = None
+
+    def _disk_digests(self, paths: Iterable[str], *, trust_cache: bool) -> dict[str, str]:
+        """sha256 of each document in the current snapshot (snapshots never change once
+        made, so a snapshot this process made or read before is not read again)."""
+        current = self.files.current()
+        cached = self._digests
+        if trust_cache and current is not None and cached is not None and cached[0] == current:
+            return cached[1]
+        digests: dict[str, str] = {}
+        for path in paths:
+            data = self.files.read(path)
+            if data is not None:
+                digests[path] = hashlib.sha256(data).hexdigest()
+        self._digests = (current, digests) if current is not None else None
+        return digests
+
+    def _lagging(self, session: Session, *, trust_cache: bool) -> dict[str, bytes]:
+        """The documents whose file is missing or differs from the database."""
+        wanted = {p: d for p, d in session.execute(select(Document.path, Document.sha256))}
+        on_disk = self._disk_digests(wanted, trust_cache=trust_cache)
+        stale = sorted(p for p, d in wanted.items() if on_disk.get(p) != d)
+        out: dict[str, bytes] = {}
+        for start in range(0, len(stale), 500):
+            chunk = stale[start : start + 500]
+            for path, data in session.execute(
+                select(Document.path, Document.data).where(Document.path.in_(chunk))
+            ):
+                out[path] = bytes(data)
+        return out
 
     def publish_attestations(self, artifacts: Iterable[tuple[str, str]]) -> list[str]:
         """Make the files of these `(subdir, filename)` match the database (write or remove).
@@ -436,18 +482,15 @@ class Publisher:
                 )
         return change
 
-    def sync_files(self, *, attestations: bool = True) -> list[str]:
+    def sync_files(self, *, attestations: bool = True, trust_cache: bool = False) -> list[str]:
         """Write every document whose file is missing or differs (a lagging directory),
-        then repair the attestation files (`sync_attestations`)."""
+        as one new snapshot, then repair the attestation files (`sync_attestations`).
+
+        `trust_cache`: skip re-reading a snapshot this process already knows (the
+        periodic check); otherwise every file is read (start-up, `service refresh`).
+        """
         with self.db.publication_lock() as conn, Session(bind=conn) as session:
-            stale: dict[str, bytes] = {}
-            for path, digest in session.execute(select(Document.path, Document.sha256)):
-                data_on_disk = self.files.read(path)
-                on_disk = hashlib.sha256(data_on_disk).hexdigest() if data_on_disk else None
-                if on_disk != digest:
-                    data = session.scalar(select(Document.data).where(Document.path == path))
-                    if data is not None:
-                        stale[path] = data
+            stale = self._lagging(session, trust_cache=trust_cache)
             session.rollback()
             self.write_files(stale)
         written = sorted(stale, key=write_rank)
