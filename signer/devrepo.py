@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from signer.keys import KeyHandle, generate_key, load_key
+from signer.trust import layout
 from signer.trust.metadata import Delegation, KeyMgr, PkgMgr, Root, Signable
 from signer.trust.signing import sign_envelope
 from signer.trust.state import write_atomic
@@ -29,7 +30,7 @@ class DevTrustRepo:
 
     @property
     def root_file(self) -> Path:
-        return self.trust_dir / "1.root.json"
+        return self.trust_dir / layout.root_path(1)
 
     def keyref(self, name: str) -> str:
         return f"file:{self.keys_dir / (name + '.key')}"
@@ -77,12 +78,12 @@ def make_dev_trust_repo(
     key_mgr = KeyMgr(1, stamp, expires, {"pkg_mgr": Delegation(tuple(pkg_mgr_keys), 1)})
     pkg_mgr = PkgMgr(1, stamp, expires, {})
     write_atomic(
-        repo.trust_dir / "1.root.json",
+        repo.trust_dir / layout.root_path(1),
         _signed(root, repo.root_keys[:root_threshold], openpgp=True),
     )
     write_atomic(
-        repo.trust_dir / "key_mgr.json", _signed(key_mgr, [repo.key_mgr_key], openpgp=False)
+        repo.trust_dir / layout.KEY_MGR, _signed(key_mgr, [repo.key_mgr_key], openpgp=False)
     )
     pkg_signers = [repo.pkg_mgr_key] + ([repo.mamba_key] if repo.mamba_key else [])
-    write_atomic(repo.trust_dir / "pkg_mgr.json", _signed(pkg_mgr, pkg_signers, openpgp=False))
+    write_atomic(repo.trust_dir / layout.PKG_MGR, _signed(pkg_mgr, pkg_signers, openpgp=False))
     return repo

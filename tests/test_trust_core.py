@@ -308,3 +308,20 @@ def test_errors_pickle_with_their_subclass(error: Exception) -> None:
     back = pickle.loads(pickle.dumps(error))
     assert type(back) is type(error) and str(back) == str(error)
     assert back.__dict__ == error.__dict__
+
+
+def test_one_threshold_counter_counts_each_key_once() -> None:
+    from signer.trust.threshold import tally
+
+    tried: list[str] = []
+
+    def check(key: str, sig: str) -> str | None:
+        tried.append(key)
+        return None if sig == "good" else "bad signature"
+
+    pairs = [("a", "bad"), ("a", "good"), ("a", "good"), ("x", "good"), ("b", "bad")]
+    result = tally("role", 2, ["a", "b", "c"], pairs, check)
+    assert result.signed == ("a",) and not result.ok  # "a" twice is still one key
+    assert result.invalid == {"b": "bad signature"} and result.missing == ("c",)
+    assert result.unknown == ("x",) and "x" not in tried  # never checked
+    assert tally("role", 2, ["a", "b"], [("a", "good"), ("b", "good")], check).ok

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,20 @@ def open_session(args: argparse.Namespace) -> TrustSession:
         raise
 
 
+def skew_from(args: argparse.Namespace) -> timedelta:
+    return session_config(args).clock_skew
+
+
+def load_trust(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """Deprecated (use `open_session`): (source, state, root, key_mgr) of a refreshed session."""
+    session = open_session(args)
+    try:
+        session.refresh()
+    finally:
+        report_notices(session)
+    return session.source, session.state, session.root, session.key_mgr
+
+
 def report_notices(session: TrustSession) -> None:
     """What the session wants the user told (e.g. a state root it ignored), on stderr."""
     for notice in session.notices:
@@ -148,6 +163,18 @@ def verification_hint(exc: VerificationError) -> VerificationError:
     if exc.check == "trust anchor":
         return VerificationError(exc.subject, exc.check, exc.reason + "; pass --root FILE")
     return exc
+
+
+@contextmanager
+def flags(mapping: dict[str, str]) -> Iterator[None]:
+    """Name the command-line flag in a library's FormatError about one of its fields."""
+    try:
+        yield
+    except FormatError as exc:
+        flag = mapping.get(exc.field)
+        if flag is None:
+            raise
+        raise FormatError(exc.source, flag, exc.reason) from None
 
 
 def emit_json(obj: Any) -> None:

@@ -11,9 +11,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from signer.cli.common import add_expires, add_trust_options, emit_json
+from signer.cli.common import add_expires, add_trust_options, emit_json, flags
 from signer.trust.errors import FormatError, VerificationError
 
 if TYPE_CHECKING:
@@ -172,55 +172,24 @@ COMMANDS = {
 # ----------------------------------------------------------------------------- delegations
 
 
-def _latest_root(trust: Path) -> Any:
-    from signer.trust.jsonload import MAX_DELEGATING, read_file
-    from signer.trust.metadata import parse_metadata
-
-    versions = []
-    for path in trust.glob("*.root.json"):
-        head = path.name.split(".", 1)[0]
-        if head.isdigit():
-            versions.append((int(head), path))
-    if not versions:
-        return None
-    _, path = max(versions)
-    return parse_metadata(read_file(str(path), MAX_DELEGATING), str(path), "root").meta
-
-
 def delegations_publish(args: argparse.Namespace) -> int:
-    from signer.feedstock.publish import plan_publication_detailed, write_order
+    from signer.feedstock.publish import publish_to_directory
     from signer.feedstock.source import read_delegations_source
-    from signer.fetch import LocalSource
     from signer.keys import channel_signer
-    from signer.trust.state import write_atomic
     from signer.trust.timefmt import system_clock
 
-    trust: Path = args.trust
-    if not trust.is_dir():
-        raise FormatError(str(trust), "--trust", "not a directory")
     source = read_delegations_source(args.source)
     signers = [channel_signer(k, passphrase_env=args.passphrase_env) for k in args.key]
-    root = _latest_root(trust)
-    if root is not None:
-        allowed = set(root.key_mgr_keys.pubkeys)
-        for ref, signer in zip(args.key, signers, strict=True):
-            if signer.public_key_hex not in allowed:
-                raise FormatError(ref, "--key", f"not one of root v{root.version}'s key_mgr keys")
-    fetch = LocalSource(trust).fetch
-    bins = args.bins
-    if bins is None:
-        bins = _published_bins(fetch) or 256
-    plan = plan_publication_detailed(
-        source.delegations,
-        fetch,
-        signers,
-        bins=bins,
-        expires_days=args.expires,
-        now=system_clock(),
-    )
-    for path in write_order(plan.files):
-        if not args.dry_run:
-            write_atomic(trust / path, plan.files[path])
+    with flags({"trust directory": "--trust", "key": "--key"}):
+        plan, bins = publish_to_directory(
+            args.trust,
+            source.delegations,
+            signers,
+            bins=args.bins,
+            expires_days=args.expires,
+            now=system_clock(),
+            dry_run=args.dry_run,
+        )
     verb = "would write" if args.dry_run else "wrote"
     for bin_name, reason in sorted(plan.changed_bins.items()):
         print(f"{verb} feedstocks/{bin_name}.json  ({reason})")
@@ -236,14 +205,6 @@ def delegations_publish(args: argparse.Namespace) -> int:
             "(provision them with `cf-sign feedstock provision`)"
         )
     return 0
-
-
-def _published_bins(fetch: Any) -> int | None:
-    from signer.trust.feedstocks import INDEX_PATH, parse_index
-    from signer.trust.jsonload import MAX_FEEDSTOCKS
-
-    data = fetch(INDEX_PATH, MAX_FEEDSTOCKS)
-    return parse_index(data)[0].bins if data is not None else None
 
 
 def delegations_import(args: argparse.Namespace) -> int:
@@ -277,7 +238,7 @@ def _load_key(args: argparse.Namespace) -> KeyHandle:
 def sign_cmd(args: argparse.Namespace) -> int:
     from signer.feedstock.sign import (
         DEFAULT_CHANNEL,
-        find_artifacts,
+        gather_artifacts,
         normalize_feedstock,
         sign_artifacts,
     )
@@ -289,17 +250,8 @@ def sign_cmd(args: argparse.Namespace) -> int:
         raise FormatError("--feedstock", "NAME", "required (or set $FEEDSTOCK_NAME)")
     feedstock = check_name(normalize_feedstock(raw_name), "--feedstock", "NAME")
     channel = check_channel(args.channel or DEFAULT_CHANNEL, "--channel", "URL")
-    artifacts: list[Path] = list(args.artifacts)
-    for path in artifacts:
-        if not path.is_file():
-            raise FormatError(str(path), "ARTIFACT", "no such file")
-    if args.build_dir is not None:
-        found = find_artifacts(args.build_dir)
-        if not found:
-            raise FormatError(str(args.build_dir), "--build-dir", "no packages in <subdir>/")
-        artifacts += found
-    if not artifacts:
-        raise FormatError("sign", "ARTIFACT", "give artifacts or --build-dir D")
+    with flags({"build directory": "--build-dir"}):
+        artifacts = gather_artifacts(args.artifacts, args.build_dir, "sign")
     delegation = None
     if args.trust:
         from signer.cli.common import open_session, report_notices, verification_hint
@@ -313,14 +265,15 @@ def sign_cmd(args: argparse.Namespace) -> int:
             raise FormatError(feedstock, "--feedstock", exc.reason) from None
         finally:
             report_notices(session)
-    signed = sign_artifacts(
-        artifacts,
-        feedstock=feedstock,
-        load_key=lambda: _load_key(args),
-        channel=channel,
-        out_dir=args.out_dir,
-        delegation=delegation,
-    )
+    with flags({"key": "--key", "feedstock": "--feedstock", "output directory": "--out-dir"}):
+        signed = sign_artifacts(
+            artifacts,
+            feedstock=feedstock,
+            load_key=lambda: _load_key(args),
+            channel=channel,
+            out_dir=args.out_dir,
+            delegation=delegation,
+        )
     for item in signed:
         extra = " +provenance" if item.provenance else ""
         print(

@@ -494,7 +494,10 @@ def submit_cmd(args: argparse.Namespace) -> int:
         raise FormatError(args.service, "--service", "expected an http(s) URL")
     if args.retries < 1 or args.batch < 1:
         raise FormatError("--retries/--batch", "", "must be >= 1")
-    batches = collect(args.artifacts, args.build_dir, args.sig_dir)
+    from signer.cli.common import flags
+
+    with flags({"build directory": "--build-dir"}):
+        batches = collect(args.artifacts, args.build_dir, args.sig_dir)
     results = post_all(
         args.service, batches, retries=args.retries, timeout=args.timeout, batch=args.batch
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from signer.trust.attestation import sidecar_name
 from signer.trust.errors import VerificationError
 from signer.trust.jsonload import MAX_SIDECAR, read_file
+from signer.trust.layout import attestation_path, sidecar_name
 
 if TYPE_CHECKING:
     from signer.client.session import TrustSource
@@ -50,11 +50,6 @@ def failed(artifact: str, exc: VerificationError) -> ArtifactVerdict:
     """A failed verdict; a failure about another document names it in the reason."""
     reason = exc.reason if exc.subject == artifact else f"{exc.subject}: {exc.reason}"
     return ArtifactVerdict(artifact, False, check=exc.check, reason=reason)
-
-
-def attestation_path(subdir: str, filename: str) -> str:
-    """Where a trust repository keeps an artifact's sidecar (section 5)."""
-    return f"attestations/{subdir}/{sidecar_name(filename)}"
 
 
 def find_sidecar(

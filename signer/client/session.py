@@ -26,9 +26,9 @@ from signer.trust.repository import (
     TrustedKeyMgr,
     TrustedPkgMgr,
     TrustedRoot,
-    choose_anchor,
     load_key_mgr,
     load_pkg_mgr,
+    select_anchor,
     update_root,
 )
 from signer.trust.state import TrustState
@@ -142,7 +142,9 @@ class TrustSession:
         now, skew = self.now(), self.config.clock_skew
         fetch = self.source.fetch
         try:
-            anchor = choose_anchor(self.anchor, self.anchor_name, self.state)
+            anchor, notice = select_anchor(self.anchor, self.anchor_name, self.state, fetch)
+            if notice is not None:
+                self.notices.append(notice)
             root = update_root(fetch, anchor, now, skew, self.state)
             key_mgr = load_key_mgr(fetch, root, now, skew, self.state)
             pkg_mgr = load_pkg_mgr(fetch, key_mgr, now, skew, self.state)

@@ -16,7 +16,7 @@ from typing import Any
 
 from signer.feedstock.source import source_entry
 from signer.trust.errors import FormatError
-from signer.trust.feedstocks import FeedstockDelegation, check_name
+from signer.trust.feedstocks import FeedstockDelegation, check_feedstock_name
 from signer.trust.keys import PublicKey
 
 DEFAULT_SECRET_VAR = "CF_SIGN_KEY"
@@ -44,9 +44,7 @@ def make_feedstock_key(
     """A new key pair; writes only `<dir>/<feedstock>.pub` (the secret is returned)."""
     from signer.keys.material import new_private_key, public_key_of, secret_text
 
-    check_name(feedstock, "NAME", "feedstock")
-    if feedstock.endswith("-feedstock"):
-        raise FormatError(feedstock, "NAME", "give the feedstock name without -feedstock")
+    check_feedstock_name(feedstock, feedstock, "feedstock name")
     pub_path = directory / f"{feedstock}.pub"
     if pub_path.exists():
         raise FormatError(str(pub_path), "", "already exists; not replacing a feedstock's key")

@@ -31,6 +31,7 @@ from signer.trust.attestation import (
 )
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.feedstocks import FeedstockDelegation
+from signer.trust.feedstocks import normalize_feedstock as normalize_feedstock  # re-export
 from signer.trust.state import write_atomic
 
 if TYPE_CHECKING:
@@ -53,16 +54,10 @@ class SignedArtifact:
     provenance: bool
 
 
-def normalize_feedstock(name: str) -> str:
-    """`numpy-feedstock` (a repository name, as CI exports it) -> `numpy`."""
-    name = name.strip()
-    return name[: -len("-feedstock")] if name.endswith("-feedstock") else name
-
-
 def find_artifacts(build_dir: Path) -> list[Path]:
     """Built packages under a conda-build output dir: `<dir>/<subdir>/*.conda|.tar.bz2`."""
     if not build_dir.is_dir():
-        raise FormatError(str(build_dir), "--build-dir", "not a directory")
+        raise FormatError(str(build_dir), "build directory", "not a directory")
     found: list[Path] = []
     for child in sorted(build_dir.iterdir()):
         if not child.is_dir() or not _SUBDIR.match(child.name):
@@ -74,7 +69,9 @@ def find_artifacts(build_dir: Path) -> list[Path]:
 
 
 def gather_artifacts(artifacts: Sequence[Path], build_dir: Path | None, command: str) -> list[Path]:
-    """The artifacts named, then every package under `build_dir` (`sign` and `submit`)."""
+    """The artifacts named, then every package under `build_dir` (`sign` and `submit`).
+
+    FormatError names the artifact or the build directory (the CLI adds its flags)."""
     paths = list(artifacts)
     for path in paths:
         if not path.is_file():
@@ -83,10 +80,10 @@ def gather_artifacts(artifacts: Sequence[Path], build_dir: Path | None, command:
     if build_dir is not None:
         found = find_artifacts(build_dir)
         if not found:
-            raise FormatError(str(build_dir), "--build-dir", "no packages in <subdir>/")
+            raise FormatError(str(build_dir), "build directory", "no packages in <subdir>/")
         paths += found
     if not paths:
-        raise FormatError(command, "ARTIFACT", "give artifacts or --build-dir D")
+        raise FormatError(command, "ARTIFACT", "give artifacts or a build directory")
     return paths
 
 
@@ -136,12 +133,12 @@ def check_delegated(
 ) -> None:
     if key.keyid not in delegation.keys:
         raise FormatError(
-            key.keyref, "--key", f"key {key.keyid} is not delegated for feedstock {feedstock}"
+            key.keyref, "key", f"key {key.keyid} is not delegated for feedstock {feedstock}"
         )
     if not delegation.in_scope(info.name):
         raise FormatError(
             info.filename,
-            "--feedstock",
+            "feedstock",
             f"package {info.name!r} is not in feedstock {feedstock}'s scope",
         )
 
@@ -189,7 +186,7 @@ def sign_artifacts(
         )
     targets = [target for target, _, _ in planned]
     if len(set(targets)) != len(targets):
-        raise FormatError(str(out_dir), "--out-dir", "two artifacts share a file name")
+        raise FormatError(str(out_dir), "output directory", "two artifacts share a file name")
     for target, data, _ in planned:
         write_atomic(target, data)
     return [signed for _, _, signed in planned]

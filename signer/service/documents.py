@@ -19,13 +19,13 @@ from sqlalchemy import select
 from signer.service.db.models import Attestation, Document, Setting
 from signer.service.db.session import Database
 from signer.service.online_keys import CONFIG_SETTING
+from signer.trust import layout
 from signer.trust.errors import VerificationError
-from signer.trust.feedstocks import INDEX_PATH
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 MUTABLE = "public, max-age=60, must-revalidate"
 ATTESTATION = "public, max-age=300"
-SIDECAR_SUFFIX = ".sig.json"
+SIDECAR_SUFFIX = layout.SIDECAR_SUFFIX
 MAX_ENTRIES = 4096
 MAX_PATH = 1024
 
@@ -82,7 +82,7 @@ class TrustFiles:
         if not valid_path(path):
             return None
         with self.db.connect() as conn:
-            if path.startswith("attestations/"):
+            if path.startswith(layout.ATTESTATIONS_DIR + "/"):
                 parts = path.split("/")
                 if len(parts) != 3 or not parts[2].endswith(SIDECAR_SUFFIX):
                     return None
@@ -98,7 +98,7 @@ class TrustFiles:
             ).first()
             if row is None:
                 return None
-            cache = IMMUTABLE if path.endswith(".root.json") else MUTABLE
+            cache = IMMUTABLE if layout.is_immutable(path) else MUTABLE
             return Found(row[0], f'"{row[1]}"', cache)
 
 
@@ -111,7 +111,7 @@ class DatabaseSource:
         self.db = db
 
     def fetch(self, path: str, max_bytes: int) -> bytes | None:
-        if not valid_path(path) or path.startswith("attestations/"):
+        if not valid_path(path) or path.startswith(layout.ATTESTATIONS_DIR + "/"):
             return None
         with self.db.connect() as conn:
             data = conn.scalar(select(Document.data).where(Document.path == path))
@@ -126,7 +126,7 @@ class DatabaseSource:
 
 
 # What a verifier session depends on: when one of these changes, a new session is made.
-_SESSION_DOCUMENTS = ("key_mgr.json", "pkg_mgr.json", INDEX_PATH)
+_SESSION_DOCUMENTS = (layout.KEY_MGR, layout.PKG_MGR, layout.INDEX)
 
 
 @dataclass(frozen=True)
@@ -143,11 +143,11 @@ def published_state(db: Database) -> Published | None:
     with db.connect() as conn:
         rows = conn.execute(
             select(Document.path, Document.sha256).where(
-                Document.path.like("%.root.json") | Document.path.in_(_SESSION_DOCUMENTS)
+                Document.path.like(f"%{layout.ROOT_SUFFIX}") | Document.path.in_(_SESSION_DOCUMENTS)
             )
         ).all()
         roots = sorted(
-            (int(p.split(".", 1)[0]), p) for p, _ in rows if p.endswith(".root.json")
+            (version, p) for p, _ in rows if (version := layout.root_version(p)) is not None
         )
         if not roots:
             return None
@@ -173,11 +173,11 @@ def health_summary(db: Database) -> HealthSummary:
         )
         rows = conn.execute(
             select(Document.path, Document.version, Document.expiration).where(
-                Document.path.like("%.root.json") | (Document.path == "feedstocks/index.json")
+                Document.path.like(f"%{layout.ROOT_SUFFIX}") | (Document.path == layout.INDEX)
             )
         ).all()
-    roots = [(v, e) for p, v, e in rows if p.endswith(".root.json")]
-    index = [v for p, v, _ in rows if p == "feedstocks/index.json"]
+    roots = [(v, e) for p, v, e in rows if layout.is_root_path(p)]
+    index = [v for p, v, _ in rows if p == layout.INDEX]
     newest = max(roots, default=None)
     return HealthSummary(
         initialized,

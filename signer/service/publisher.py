@@ -48,6 +48,7 @@ from signer.service.db.session import Database
 from signer.service.faults import crashpoint
 from signer.service.online_keys import OnlineKeys, ServiceConfig, load_config, require_config
 from signer.service.publish_dir import PublishDir
+from signer.trust import layout
 from signer.trust.errors import FormatError
 from signer.trust.feedstocks import INDEX_PATH, FeedstockDelegation
 from signer.trust.keys import PublicKey
@@ -58,24 +59,11 @@ from signer.trust.timefmt import expiry_after, format_time, parse_time, system_c
 log = logging.getLogger("cf_sign.service")
 
 ROOT_WARNING = timedelta(days=30)
-KEY_MGR_PATH = "key_mgr.json"
-PKG_MGR_PATH = "pkg_mgr.json"
-
-
-def root_path(version: int) -> str:
-    return f"{version}.root.json"
-
-
-def attestation_path(subdir: str, filename: str) -> str:
-    return f"attestations/{subdir}/{filename}.sig.json"
-
-
-def write_rank(path: str) -> tuple[int, int, str]:
-    """Roots (in version order), key_mgr, pkg_mgr, bins, and the index last."""
-    if path.endswith(".root.json"):
-        return (0, int(path.split(".", 1)[0]), path)
-    order = {KEY_MGR_PATH: 1, PKG_MGR_PATH: 2, INDEX_PATH: 4}
-    return (order.get(path, 3), 0, path)
+KEY_MGR_PATH = layout.KEY_MGR
+PKG_MGR_PATH = layout.PKG_MGR
+root_path = layout.root_path
+write_rank = layout.write_rank  # roots (in version order), key_mgr, pkg_mgr, bins, the index
+attestation_path = layout.attestation_path
 
 
 def _signed_info(data: bytes, path: str) -> tuple[int, str]:

@@ -19,13 +19,14 @@ from typing import Any, NamedTuple
 from signer.trust.errors import FormatError, ThresholdError, VerificationError
 from signer.trust.feedstocks import FeedstockDelegation, check_name
 from signer.trust.jsonload import MAX_SIDECAR, load_json
+from signer.trust.layout import SIDECAR_SUFFIX as SIDECAR_SUFFIX  # re-exported (its home)
+from signer.trust.layout import sidecar_name as sidecar_name  # re-exported (its home)
 from signer.trust.metadata import require_exact_keys, require_str
-from signer.trust.threshold import ThresholdResult
+from signer.trust.threshold import ThresholdResult, tally
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PUBLISH_PREDICATE = "https://schemas.conda.org/attestations-publish-1.schema.json"
-SIDECAR_SUFFIX = ".sig.json"
 
 MAX_ENVELOPES = 16
 MAX_SIGNATURES = 64  # per envelope: bounds the work an oversized sidecar can cause
@@ -39,10 +40,6 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE v1 pre-authentication encoding: what every signature covers."""
     kind = payload_type.encode("utf-8")
     return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
-
-
-def sidecar_name(artifact_filename: str) -> str:
-    return artifact_filename + SIDECAR_SUFFIX
 
 
 def package_name_of(filename: str) -> str | None:
@@ -206,24 +203,11 @@ def count_signatures(
 ) -> ThresholdResult:
     """Valid signatures over the envelope's PAE by the delegation's keys, each key once."""
     message = envelope.pae()
-    valid: list[str] = []
-    invalid: dict[str, str] = {}
-    unknown: set[str] = set()
-    for keyid, signature in envelope.signatures:
-        key = delegation.keys.get(keyid)
-        if key is None:
-            unknown.add(keyid)
-        elif keyid in valid:
-            continue  # a repeated signature by the same key never counts twice
-        elif key.verify(signature, message):
-            valid.append(keyid)
-            invalid.pop(keyid, None)
-        else:
-            invalid[keyid] = "bad signature"
-    missing = tuple(k for k in sorted(delegation.keys) if k not in valid and k not in invalid)
-    return ThresholdResult(
-        role, delegation.threshold, tuple(valid), invalid, missing, tuple(sorted(unknown))
-    )
+
+    def check(keyid: str, signature: bytes) -> str | None:
+        return None if delegation.keys[keyid].verify(signature, message) else "bad signature"
+
+    return tally(role, delegation.threshold, sorted(delegation.keys), envelope.signatures, check)
 
 
 # --------------------------------------------------------------------------- verification

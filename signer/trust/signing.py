@@ -46,6 +46,11 @@ class RawSigner:
     def public_key_hex(self) -> str:
         return self.key.public_key_hex
 
+    @property
+    def keyref(self) -> str:
+        """How the key was named (its KEYREF), for messages."""
+        return str(getattr(self.key, "keyref", self.public_key_hex))
+
     def sign_message(self, message: bytes) -> bytes:
         return self.key.sign_message(message)
 
