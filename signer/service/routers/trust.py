@@ -91,23 +91,34 @@ class TrustFastPath:
         await send({"type": "http.response.body", "body": body})
 
 
-@router.api_route(
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The exact published bytes",
+        "content": {"application/json": {}},
+        "headers": {
+            "ETag": {"description": "sha256 of the bytes", "schema": {"type": "string"}},
+            "Cache-Control": {"schema": {"type": "string"}},
+        },
+    },
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    404: {"model": ErrorBody, "description": "No such document"},
+}
+
+
+# GET and HEAD as two routes, so each has its own operation id in the OpenAPI document.
+@router.head(
     "/trust/{path:path}",
-    methods=["GET", "HEAD"],
+    summary="A file of the trust repository (headers only)",
+    response_class=Response,
+    responses=_RESPONSES,
+    operation_id="head_trust_file",
+)
+@router.get(
+    "/trust/{path:path}",
     summary="A file of the trust repository",
     response_class=Response,
-    responses={
-        200: {
-            "description": "The exact published bytes",
-            "content": {"application/json": {}},
-            "headers": {
-                "ETag": {"description": "sha256 of the bytes", "schema": {"type": "string"}},
-                "Cache-Control": {"schema": {"type": "string"}},
-            },
-        },
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        404: {"model": ErrorBody, "description": "No such document"},
-    },
+    responses=_RESPONSES,
+    operation_id="get_trust_file",
 )
 def trust_file(path: str, request: Request, state: State) -> Response:
     found = state.trust_files.get(path)
