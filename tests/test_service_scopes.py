@@ -154,6 +154,10 @@ def test_odd_paths_are_4xx_json(served: tuple[World, Server]) -> None:
         answer = _call(server, "POST", f"/v1/admin/attestations/noarch/{odd}/withdraw",
                        world.admin_token, {"reason": "x"})  # fmt: skip
         assert 400 <= answer.status_code < 500, (odd, answer.text)
+    # A KEYREF with a NUL (not a path the OS takes) is a 422, not a 500.
+    answer = _call(server, "PUT", "/v1/admin/pkg-mgr-keys", world.admin_token,
+                   {"keyrefs": ["file:/run/a\x00b"]})  # fmt: skip
+    json_error(answer, 422)
     # Control: the same requests with a real path answer 200.
     assert httpx.get(f"{server.url}/trust/key_mgr.json").status_code == 200
     listed = _call(server, "GET", "/v1/admin/feedstocks?after=a", world.admin_token)

@@ -265,7 +265,11 @@ class Intake:
             # A crash here (committed, file not written) is repaired by the next sync:
             # at start-up, in `service refresh`, and by every replica's periodic check.
             crashpoint("intake.after-commit")
-            self.publisher.publish_attestations((r.subdir, r.filename) for r in written)
+            try:
+                self.publisher.publish_attestations((r.subdir, r.filename) for r in written)
+            except OSError as exc:
+                # Stored and served from the database; the directory catches up later.
+                log.error("could not write attestation files (the next sync will): %s", exc)
             return verdicts
         raise AssertionError("unreachable")
 
