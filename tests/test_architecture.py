@@ -238,3 +238,27 @@ def test_session_import_loads_no_framework() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_repodata_verify_path_imports_no_framework(
+    cli: Callable[..., CliResult], dev_repo: DevTrustRepo, tmp_path: Path
+) -> None:
+    sub = tmp_path / "linux-64"
+    build_package(sub, "a", "1.0", "h0_0", subdir="linux-64")
+    repodata = tmp_path / "repodata.json"
+    assert cli("repodata", "index", sub, "-o", repodata).code == 0
+    assert cli("repodata", "sign", repodata, "--key", dev_repo.keyref("pkg_mgr")).code == 0
+    probe = (
+        "import sys\n"
+        "from signer.cli.main import main\n"
+        f"code = main(['repodata', 'verify', {str(repodata)!r}, '--trust', "
+        f"{str(dev_repo.trust_dir)!r}, '--root', {str(dev_repo.root_file)!r}, '--jobs', '1'])\n"
+        "print(code)\n"
+        "print('\\n'.join(sorted(sys.modules)))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    lines = proc.stdout.splitlines()
+    assert "0" in lines, proc.stdout[-500:] + proc.stderr
+    loaded = set(lines)
+    bad = {m for m in loaded for f in FORBIDDEN_ON_VERIFY_PATH if m == f or m.startswith(f + ".")}
+    assert not bad, f"repodata verify imported {sorted(bad)[:5]}"

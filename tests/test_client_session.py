@@ -101,6 +101,7 @@ def test_documents_are_fetched_once_and_delegations_cached(world: World) -> None
 def test_a_failed_refresh_is_reported_for_every_artifact(world: World) -> None:
     pkg = world.build("numpy", "2.0", "h0_0")
     assert world.sign(pkg, "numpy") == 0
+    good = (world.trust / "key_mgr.json").read_bytes()
     (world.trust / "key_mgr.json").write_bytes(b"{}")  # a broken trust repository
     source = CountingSource(world.trust)
     session = TrustSession(source, world.root.read_bytes())
@@ -110,6 +111,11 @@ def test_a_failed_refresh_is_reported_for_every_artifact(world: World) -> None:
     assert source.asked.count("key_mgr.json") == 1  # not fetched again
     with pytest.raises(VerificationError):
         session.refresh()
+    # Once the repository is repaired, reset() makes the same session look again.
+    source.files["key_mgr.json"] = good
+    assert not session.verify_artifact(pkg).ok  # still the failure it remembers
+    session.reset()
+    assert session.verify_artifact(pkg).ok and source.asked.count("key_mgr.json") == 2
 
 
 def test_verify_attestation_checks_digest_name_and_scope(world: World) -> None:
@@ -218,3 +224,19 @@ def test_clock_skew_must_be_finite_non_negative_seconds(
     # Control: a finite value is taken.
     assert world.sign(pkg, "numpy") == 0
     assert cli(*world.verify_args(pkg), "--clock-skew", "0.5").code == 0
+
+
+def test_a_corrupt_archive_is_a_failed_verdict_and_the_others_go_on(
+    world: World, cli: Callable[..., CliResult]
+) -> None:
+    good = world.build("numpy", "2.0", "h0_0")
+    bad = world.build("numpy", "2.1", "h0_0")
+    for path in (good, bad):
+        assert world.sign(path, "numpy") == 0
+    bad.write_bytes(b"not an archive at all")
+    res = cli(*world.verify_args(bad, good), "--json")
+    verdicts = {v["artifact"]: v for v in json.loads(res.out)}
+    assert res.code == 1 and verdicts[good.name]["ok"]
+    assert verdicts[bad.name]["check"] == "archive"
+    res = cli(*world.verify_args(world.base / "bld"))
+    assert res.code == 2 and "is a directory" in res.err

@@ -201,6 +201,13 @@ class TrustSession:
         """Drop cached delegations (a long-lived session after the bins changed)."""
         self._delegations.clear()
 
+    def reset(self) -> None:
+        """Forget everything verified: the next use refreshes again (a long-lived session
+        after the repository published new documents, e.g. the service after a rotation)."""
+        self._root = self._key_mgr = self._pkg_mgr = None
+        self._failure = None
+        self._delegations.clear()
+
     def verify_attestation(
         self,
         sidecar_bytes: bytes,
@@ -220,16 +227,21 @@ class TrustSession:
         source = where or f"{subdir}/{filename}.sig.json"
         hint = parse_sidecar(sidecar_bytes, source).feedstock
         resolved = self.delegation(hint)
-        # TODO(harden): pass `subdir` once verify_sidecar checks the statement's subdir.
         return verify_sidecar(
-            sidecar_bytes, filename, sha256, resolved.delegation, source, package_name=package
+            sidecar_bytes,
+            filename,
+            sha256,
+            resolved.delegation,
+            source,
+            subdir=subdir,
+            package_name=package,
         )
 
     def verify_artifact(self, path: Path, sidecar: Path | None = None) -> ArtifactVerdict:
         """One artifact end to end (rules 2-4); the verdict says why when it fails.
 
-        Never raises VerificationError. FormatError when the artifact cannot be read or
-        `sidecar` (a file the user named) does not parse.
+        Never raises VerificationError: an archive that cannot be read is a failed verdict
+        (check `archive`). FormatError when `sidecar` (a file the user named) does not parse.
         """
         from signer.artifacts import check_filename_matches_index, read_artifact
 
@@ -239,7 +251,12 @@ class TrustSession:
             # Nothing verifies without the trust documents: the artifact is not read.
             return failed(path.name, exc)
         try:
-            info = read_artifact(path)
+            try:
+                info = read_artifact(path)
+            except FormatError as exc:
+                # A corrupt or hostile archive did not verify (exit 1); the others go on.
+                detail = f"{exc.field}: {exc.reason}" if exc.field else exc.reason
+                raise VerificationError(path.name, "archive", detail) from None
             check_filename_matches_index(info)
             data, where, named = find_sidecar(path, info.subdir, self.source, sidecar)
             try:

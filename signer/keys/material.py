@@ -23,7 +23,8 @@ def split_keyref(keyref: str) -> tuple[str, str]:
     """(scheme, location) of a KEYREF; the one parser of `file:PATH` and `env:VAR`."""
     scheme, sep, location = keyref.partition(":")
     if not sep or not scheme:
-        raise FormatError(keyref, "", "KEYREF must look like file:PATH or env:VAR")
+        # Not echoed: a value without a scheme may be the secret itself, pasted by mistake.
+        raise FormatError("KEYREF (not shown)", "", "a KEYREF looks like file:PATH or env:VAR")
     if scheme in LOCAL_SCHEMES and not location:
         raise FormatError(keyref, "", f"expected {scheme}:LOCATION")
     return scheme, location

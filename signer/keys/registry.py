@@ -8,7 +8,7 @@ securesystemslib's `SIGNER_FOR_URI_SCHEME` is reached through `Signer.from_priv_
 and the backends that plug in) also register themselves in `SIGNER_FOR_URI_SCHEME`, so
 `Signer.from_priv_key_uri` reaches every scheme too (DESIGN.md section 6).
 
-To add a backend: `register_backend("pkcs11", "signer.keys.pkcs11:load")` in
+To add a backend: `register_backend("<scheme>", "signer.keys.<module>:load")`, or a line in
 `BUILTIN_BACKENDS` below, or at run time from a plugin.
 """
 
@@ -39,6 +39,7 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "file": "signer.keys.memory:load",
     "env": "signer.keys.memory:load",
     "gpg": "signer.keys.gpg:load",
+    "pkcs11": "signer.keys.pkcs11:load",  # ed25519 on a PKCS#11 token (CKM_EDDSA)
 }
 
 _backends: dict[str, Loader | str] = dict(BUILTIN_BACKENDS)

@@ -35,14 +35,20 @@ from signer.service.metrics import Metrics
 from signer.service.online_keys import OnlineKeys
 from signer.service.publisher import Publisher
 from signer.service.ratelimit import TokenBuckets
-from signer.service.routers import admin, attestations, health, trust
+from signer.service.routers import admin, attestations, health, signing_events, trust
 from signer.service.routers.trust import TrustFastPath
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.timefmt import system_clock
 
 # Every router of the API, in the order of the OpenAPI document. A new area adds its module
 # under routers/ and one entry here.
-ROUTERS = (trust.router, health.router, attestations.router, admin.router)
+ROUTERS = (
+    trust.router,
+    health.router,
+    attestations.router,
+    admin.router,
+    signing_events.router,
+)
 
 log = logging.getLogger("cf_sign.service")
 

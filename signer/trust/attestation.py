@@ -21,7 +21,7 @@ from signer.trust.feedstocks import FeedstockDelegation, check_name
 from signer.trust.jsonload import MAX_SIDECAR, load_json
 from signer.trust.layout import SIDECAR_SUFFIX as SIDECAR_SUFFIX  # re-exported (its home)
 from signer.trust.layout import sidecar_name as sidecar_name  # re-exported (its home)
-from signer.trust.metadata import require_exact_keys, require_str
+from signer.trust.metadata import is_hex64, require_exact_keys, require_str
 from signer.trust.threshold import ThresholdResult, tally
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -32,7 +32,6 @@ MAX_ENVELOPES = 16
 MAX_SIGNATURES = 64  # per envelope: bounds the work an oversized sidecar can cause
 ARTIFACT_SUFFIXES = (".conda", ".tar.bz2")
 
-_HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 _CHANNEL = re.compile(r"\Ahttps?://[!-~]+\Z")
 
 
@@ -109,7 +108,7 @@ def parse_statement(payload: bytes, source: str, where: str, *, publish: bool) -
         subject["digest"], {"sha256"}, source, f"{where}.statement.subject[0].digest"
     )
     sha256 = digest["sha256"]
-    if not isinstance(sha256, str) or not _HEX64.match(sha256):
+    if not is_hex64(sha256):
         raise FormatError(
             source,
             f"{where}.statement.subject[0].digest.sha256",
@@ -168,7 +167,7 @@ def parse_envelope(obj: object, source: str, where: str) -> DsseEnvelope:
     for i, entry in enumerate(raw):
         sig = require_exact_keys(entry, {"keyid", "sig"}, source, f"{where}.signatures[{i}]")
         keyid = sig["keyid"]
-        if not isinstance(keyid, str) or not _HEX64.match(keyid):
+        if not is_hex64(keyid):
             raise FormatError(source, f"{where}.signatures[{i}].keyid", "expected a 64-hex keyid")
         sigs.append((keyid, _b64(sig["sig"], source, f"{where}.signatures[{i}].sig")))
     return DsseEnvelope(payload, payload_type, tuple(sigs))
@@ -250,9 +249,13 @@ def verify_sidecar(
     delegation: FeedstockDelegation,
     source: str,
     *,
+    subdir: str | None = None,
     package_name: str | None = None,
 ) -> AttestationResult:
     """Rule 4 for one artifact, given the verified delegation of the sidecar's feedstock.
+
+    `subdir` (where the artifact is) is accepted so that callers pass it already; the
+    statement's binding of it is checked once the format carries it (the harden branch).
 
     `artifact_filename` is the base name (the statement's subject); `package_name` defaults
     to the name part of it (callers that read `info/index.json` pass the name found there,

@@ -9,7 +9,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, NamedTuple, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    NamedTuple,
+    TypeGuard,
+    overload,
+)
 
 from signer.trust.canonical import canonical_bytes
 from signer.trust.errors import FormatError, VerificationError
@@ -26,7 +35,7 @@ _HEX40 = re.compile(r"\A[0-9a-f]{40}\Z")
 _HEX_EVEN = re.compile(r"\A(?:[0-9a-f]{2})+\Z")
 
 
-def is_hex64(value: object) -> bool:
+def is_hex64(value: object) -> TypeGuard[str]:
     """64 lowercase hex digits: a raw ed25519 public key, a keyid, a sha256 digest."""
     return isinstance(value, str) and _HEX64.match(value) is not None
 
