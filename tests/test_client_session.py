@@ -240,3 +240,25 @@ def test_a_corrupt_archive_is_a_failed_verdict_and_the_others_go_on(
     assert verdicts[bad.name]["check"] == "archive"
     res = cli(*world.verify_args(world.base / "bld"))
     assert res.code == 2 and "is a directory" in res.err
+
+
+def test_the_session_api_other_packages_code_against() -> None:
+    # The contract of docs/architecture.md: names may be added, these never change.
+    import inspect
+
+    def params(fn: object) -> list[str]:
+        return list(inspect.signature(fn).parameters)  # type: ignore[arg-type]
+
+    assert params(TrustSession.open)[:4] == ["location", "root", "state_dir", "config"]
+    assert params(TrustSession)[:4] == ["source", "anchor", "anchor_name", "state"]
+    assert "config" in params(TrustSession)
+    for name in ("filename", "sha256", "subdir", "package", "where"):
+        kind = inspect.signature(TrustSession.verify_attestation).parameters[name].kind
+        assert kind is inspect.Parameter.KEYWORD_ONLY, name
+    assert params(TrustSession.verify_artifact) == ["self", "path", "sidecar"]
+    assert params(TrustSession.verify_repodata)[:2] == ["self", "repodata"]
+    assert "jobs" in params(TrustSession.verify_repodata)
+    assert params(TrustSession.fetch) == ["self", "path", "max_bytes"]
+    for attribute in ("refresh", "root", "key_mgr", "pkg_mgr", "delegation", "reset"):
+        assert hasattr(TrustSession, attribute), attribute
+    assert SessionConfig()._fields == ("clock_skew", "timeout", "at")

@@ -86,7 +86,15 @@ def _add_sign(sub: Subparsers) -> None:
         "--build-dir",
         type=Path,
         metavar="D",
-        help="sign every package in D/<subdir>/ (conda-build output)",
+        help="sign the --output packages in D/<subdir>/ (conda-build output)",
+    )
+    sign.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="outputs",
+        help="with --build-dir: a package name the recipe variant builds (repeat)",
     )
     sign.add_argument(
         "--feedstock",
@@ -250,8 +258,19 @@ def sign_cmd(args: argparse.Namespace) -> int:
         raise FormatError("--feedstock", "NAME", "required (or set $FEEDSTOCK_NAME)")
     feedstock = check_name(normalize_feedstock(raw_name), "--feedstock", "NAME")
     channel = check_channel(args.channel or DEFAULT_CHANNEL, "--channel", "URL")
+    if args.outputs and args.build_dir is None:
+        raise FormatError("--output", "NAME", "only with --build-dir")
+    outputs = None
+    if args.build_dir is not None:
+        # A build dir also holds what other variants or earlier builds left there: sign the
+        # variant's outputs only, never everything that happens to be in a subdir.
+        if not args.outputs:
+            raise FormatError(
+                str(args.build_dir), "--build-dir", "name the variant's outputs (--output NAME)"
+            )
+        outputs = {check_name(n, "--output", "NAME") for n in args.outputs}
     with flags({"build directory": "--build-dir"}):
-        artifacts = gather_artifacts(args.artifacts, args.build_dir, "sign")
+        artifacts = gather_artifacts(args.artifacts, args.build_dir, "sign", outputs)
     delegation = None
     if args.trust:
         from signer.cli.common import open_session, report_notices, verification_hint

@@ -247,10 +247,10 @@ def metadata_sign(args: argparse.Namespace) -> int:
 
 
 def metadata_verify(args: argparse.Namespace) -> int:
-    from signer.trust.chain import check_not_expired, verify_root_self, verify_root_update
+    from signer.cli.common import flags
     from signer.trust.jsonload import MAX_DELEGATING, read_file
-    from signer.trust.metadata import KeyMgr, Root, parse_metadata
-    from signer.trust.repository import verify_key_mgr, verify_pkg_mgr
+    from signer.trust.metadata import parse_metadata
+    from signer.trust.repository import check_document
     from signer.trust.timefmt import timedelta_seconds
 
     doc = parse_metadata(read_file(args.file, MAX_DELEGATING), args.file)
@@ -260,35 +260,9 @@ def metadata_verify(args: argparse.Namespace) -> int:
         else None
     )
     now, skew = now_from(args), timedelta_seconds(args.clock_skew)
-    results: list[tuple[str, Any]] = []
     try:
-        if doc.role == "root":
-            if trusted is None:
-                results.append(("self", verify_root_self(doc)))
-                what = f"root v{doc.meta.version}: self-signature"
-            else:
-                step = verify_root_update(trusted, doc)
-                results += [
-                    ("old root keys", step.by_old_keys),
-                    ("new root keys", step.by_new_keys),
-                ]
-                what = f"root v{trusted.meta.version} -> v{doc.meta.version}"
-        elif doc.role == "key_mgr":
-            if trusted is None or not isinstance(trusted.meta, Root):
-                raise FormatError(
-                    args.file, "--trusted", "a key_mgr is checked against a trusted root"
-                )
-            results.append(("root's key_mgr keys", verify_key_mgr(doc, trusted.meta)))
-            what = f"key_mgr v{doc.meta.version} under root v{trusted.meta.version}"
-        else:
-            if trusted is None or not isinstance(trusted.meta, KeyMgr):
-                raise FormatError(
-                    args.file, "--trusted", "a pkg_mgr is checked against a trusted key_mgr"
-                )
-            result = verify_pkg_mgr(doc, trusted.meta)
-            results.append(("key_mgr's pkg_mgr keys", result))
-            what = f"pkg_mgr v{doc.meta.version} under key_mgr v{trusted.meta.version}"
-        check_not_expired(doc.meta, args.file, now, skew)
+        with flags({"trusted": "--trusted"}):
+            what, results = check_document(doc, trusted, now, skew)
     except VerificationError as exc:
         if args.json:
             emit_json({"file": args.file, "ok": False, "check": exc.check, "reason": exc.reason})

@@ -35,7 +35,14 @@ from signer.service.metrics import Metrics
 from signer.service.online_keys import OnlineKeys
 from signer.service.publisher import Publisher
 from signer.service.ratelimit import TokenBuckets
-from signer.service.routers import admin, attestations, health, signing_events, trust
+from signer.service.routers import (
+    admin,
+    attestations,
+    health,
+    rollout,
+    signing_events,
+    trust,
+)
 from signer.service.routers.trust import TrustFastPath
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.timefmt import system_clock
@@ -48,6 +55,7 @@ ROUTERS = (
     attestations.router,
     admin.router,
     signing_events.router,
+    rollout.router,
 )
 
 log = logging.getLogger("cf_sign.service")

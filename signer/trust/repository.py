@@ -322,3 +322,46 @@ def load_pkg_mgr(
     if state is not None:
         state.record_versions({name: doc.meta.version})
     return TrustedPkgMgr(doc, result)
+
+
+class DocumentCheck(NamedTuple):
+    """What `check_document` checked, and what each threshold counted."""
+
+    what: str
+    thresholds: list[tuple[str, ThresholdResult]]
+
+
+def check_document(
+    doc: SignedMetadata,
+    trusted: SignedMetadata | None,
+    now: datetime,
+    skew: timedelta = DEFAULT_CLOCK_SKEW,
+) -> DocumentCheck:
+    """One channel-layer document on its own (`metadata verify`): a root against itself or
+    the root before it, a key_mgr against a root, a pkg_mgr against a key_mgr; then expiry.
+
+    FormatError (field `trusted`) when the document needs a trusted one it was not given.
+    """
+    results: list[tuple[str, ThresholdResult]] = []
+    if isinstance(doc.meta, Root):
+        if trusted is None:
+            results.append(("self", verify_root_self(doc)))
+            what = f"root v{doc.meta.version}: self-signature"
+        else:
+            step = verify_root_update(trusted, doc)
+            results += [("old root keys", step.by_old_keys), ("new root keys", step.by_new_keys)]
+            what = f"root v{trusted.meta.version} -> v{doc.meta.version}"
+    elif isinstance(doc.meta, KeyMgr):
+        if trusted is None or not isinstance(trusted.meta, Root):
+            raise FormatError(doc.source, "trusted", "a key_mgr is checked against a trusted root")
+        results.append(("root's key_mgr keys", verify_key_mgr(doc, trusted.meta)))
+        what = f"key_mgr v{doc.meta.version} under root v{trusted.meta.version}"
+    else:
+        if trusted is None or not isinstance(trusted.meta, KeyMgr):
+            raise FormatError(
+                doc.source, "trusted", "a pkg_mgr is checked against a trusted key_mgr"
+            )
+        results.append(("key_mgr's pkg_mgr keys", verify_pkg_mgr(doc, trusted.meta)))
+        what = f"pkg_mgr v{doc.meta.version} under key_mgr v{trusted.meta.version}"
+    check_not_expired(doc.meta, doc.source, now, skew)
+    return DocumentCheck(what, results)
