@@ -244,14 +244,9 @@ def _load_key(args: argparse.Namespace) -> KeyHandle:
 
 
 def sign_cmd(args: argparse.Namespace) -> int:
-    from signer.feedstock.sign import (
-        DEFAULT_CHANNEL,
-        gather_artifacts,
-        normalize_feedstock,
-        sign_artifacts,
-    )
+    from signer.feedstock.sign import DEFAULT_CHANNEL, gather_artifacts, sign_artifacts
     from signer.trust.attestation import check_channel
-    from signer.trust.feedstocks import check_name
+    from signer.trust.feedstocks import check_name, normalize_feedstock
 
     raw_name = args.feedstock or os.environ.get("FEEDSTOCK_NAME", "")
     if not raw_name:

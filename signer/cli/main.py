@@ -19,10 +19,13 @@ GROUPS = (
     "signer.cli.metadata_cmd",
     "signer.cli.repodata_cmd",
     "signer.cli.feedstock_cmd",
+    "signer.cli.channel_cmd",
+    "signer.cli.mirror_cmd",
     "signer.cli.service_cmd",
     "signer.cli.ceremony_cmd",
     "signer.cli.rollout_cmd",
     "signer.cli.demo_cmd",
+    "signer.cli.conda_cmd",
 )
 
 # Top-level command -> its group, so a run builds only the parser it needs.
@@ -37,6 +40,8 @@ COMMAND_GROUP = {
     "sign": "signer.cli.feedstock_cmd",
     "verify": "signer.cli.feedstock_cmd",
     "feedstock": "signer.cli.feedstock_cmd",
+    "channel": "signer.cli.channel_cmd",
+    "mirror": "signer.cli.mirror_cmd",
     "serve": "signer.cli.service_cmd",
     "db": "signer.cli.service_cmd",
     "service": "signer.cli.service_cmd",
@@ -44,6 +49,7 @@ COMMAND_GROUP = {
     "ceremony": "signer.cli.ceremony_cmd",
     "rollout": "signer.cli.rollout_cmd",
     "demo": "signer.cli.demo_cmd",
+    "conda": "signer.cli.conda_cmd",
 }
 
 

@@ -13,7 +13,7 @@ Layout (for D = /srv/trust):
     /srv/.trust.d/snapshots/000042/{1.root.json,key_mgr.json,...,attestations -> ../../attestations}
     /srv/.trust.d/attestations/<subdir>/<file>.sig.json
 
-Callers serialize `publish` (the publication lock); `write_attestation` needs no lock.
+Callers serialize `publish` (the publication lock) and attestation writes (`attestation_lock`).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from signer.service.db.session import Database
 from signer.service.faults import crashpoint
 from signer.service.online_keys import OnlineKeys, ServiceConfig, load_config, require_config
 from signer.service.publish_dir import PublishDir
+from signer.storage.azblob import BlobTarget
 from signer.trust import layout
 from signer.trust.errors import FormatError
 from signer.trust.feedstocks import INDEX_PATH, FeedstockDelegation
@@ -181,10 +183,19 @@ class Change:
 
 
 class Publisher:
-    def __init__(self, db: Database, publish_dir: Path, keys: OnlineKeys | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        publish_dir: Path,
+        keys: OnlineKeys | None = None,
+        publish_to: str | None = None,
+    ) -> None:
         self.db = db
         self.publish_dir = publish_dir
         self.files = PublishDir(publish_dir)
+        # Further targets (Blob Storage) get every file after the publish directory does;
+        # one that fails is caught up by `sync_files` (refresh), as a lagging directory is.
+        self.targets: list[BlobTarget] = [BlobTarget(publish_to)] if publish_to else []
         self.keys = keys or OnlineKeys()
         # (snapshot, path -> sha256) of the publish directory as this process last saw it.
         self._digests: tuple[Path, dict[str, str]] | None = None
@@ -323,7 +334,7 @@ class Publisher:
 
     # ------------------------------------------------------------------ files
 
-    def write_files(self, files: Mapping[str, bytes]) -> None:
+    def write_files(self, files: Mapping[str, bytes], *, targets: bool = True) -> None:
         before = self._digests
         target = self.files.publish(files, order=write_rank)
         if files and target is not None and before is not None:
@@ -332,6 +343,18 @@ class Publisher:
             self._digests = (target.resolve(), digests)
         elif files:
             self._digests = None
+        if targets and files:
+            for blob in self.targets:
+                self._to_target(blob, lambda t: t.publish(files, order=write_rank))
+
+    @staticmethod
+    def _to_target(target: BlobTarget, write: Callable[[BlobTarget], object]) -> None:
+        try:
+            write(target)
+        except FormatError as exc:  # the database has it: the next refresh writes it there
+            log.warning(
+                "publishing to %s failed (refresh will retry): %s", target.location.url, exc
+            )
 
     def _disk_digests(self, paths: Iterable[str], *, trust_cache: bool) -> dict[str, str]:
         """sha256 of each document in the current snapshot (snapshots never change once
@@ -383,9 +406,14 @@ class Publisher:
                 if data is None:
                     if self.files.remove_attestation(path):
                         changed.append(path)
+                    for blob in self.targets:
+                        self._to_target(blob, partial(BlobTarget.remove_attestation, relpath=path))
                 elif self.files.read_attestation(path) != data:
                     self.files.write_attestation(path, data)
                     changed.append(path)
+                    write = partial(BlobTarget.write_attestation, relpath=path, data=data)
+                    for blob in self.targets:
+                        self._to_target(blob, write)
         return changed
 
     def _attestation_rows(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
@@ -480,7 +508,17 @@ class Publisher:
         with self.db.publication_lock() as conn, Session(bind=conn) as session:
             stale = self._lagging(session, trust_cache=trust_cache)
             session.rollback()
-            self.write_files(stale)
+            self.write_files(stale, targets=False)
+            # Blob Storage: documents missing there or older (conditional writes keep a newer
+            # one that another replica already wrote).
+            every = (
+                {path: data for path, data in session.execute(select(Document.path, Document.data))}
+                if self.targets
+                else {}
+            )
+            for target in self.targets:
+                wrote = target.publish(every, order=write_rank)
+                stale.update({o.path: every[o.path] for o in wrote if o.action == "written"})
         written = sorted(stale, key=write_rank)
         if attestations:
             written += self.sync_attestations()
