@@ -16,6 +16,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from signer.artifacts.build import build_package
 from signer.ceremony.devrepo import DevTrustRepo
 from tests.conftest import CliResult
@@ -25,6 +27,11 @@ Cli = Callable[..., CliResult]
 TRUST_FILES = ("1.root.json", "key_mgr.json", "pkg_mgr.json")
 # conda's plan line: "  name   channel/subdir::name-version-build (package metadata is X)"
 PLAN_LINE = re.compile(r"^\s+(\S+)\s+\S+::(\S+)(?: \((.+)\))?$", re.M)
+
+
+@pytest.fixture(autouse=True)
+def _needs_conda() -> None:
+    conda_cct_venv()  # skip (or fail, when required) before building anything
 
 
 def make_channel(cli: Cli, repo: DevTrustRepo, base: Path) -> tuple[Path, dict[str, str]]:

@@ -15,6 +15,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from signer.ceremony.devrepo import DevTrustRepo
 from signer.keys import KeyHandle, generate_key, resolve_keyref
 from signer.trust.metadata import Delegation, KeyMgr, Signable
@@ -27,6 +29,11 @@ from tests.real_clients import libmamba_judge, run_judge
 Cli = Callable[..., CliResult]
 MODES = ("mamba", "mamba-nopip", "libsolv")  # every record must verify in these
 ALL_MODES = (*MODES, "solv-cache")
+
+
+@pytest.fixture(autouse=True)
+def _needs_judge() -> None:
+    libmamba_judge()  # skip (or fail, when required) before building anything
 
 
 def _record(
@@ -132,7 +139,6 @@ def _modes(verdict: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
 def test_every_generated_record_verifies_in_libmamba(
     cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
 ) -> None:
-    libmamba_judge()
     cases = _cases()
     paths = write_channel(tmp_path / "channel", cases)
     for path in paths:
@@ -163,7 +169,6 @@ def test_every_generated_record_verifies_in_libmamba(
 def test_libmamba_refuses_a_changed_record_and_an_unsigned_one(
     cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
 ) -> None:
-    libmamba_judge()
     (path,) = write_channel(tmp_path / "channel", {"linux-64": _cases()["linux-64"]})
     _sign(cli, dev_repo, path)
     doc = json.loads(path.read_text(encoding="utf-8"))
@@ -183,7 +188,6 @@ def test_libmamba_refuses_a_changed_record_and_an_unsigned_one(
 def test_libmamba_refuses_a_key_key_mgr_does_not_delegate_to(
     cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
 ) -> None:
-    libmamba_judge()
     cases = {"noarch": _cases()["noarch"]}
     (path,) = write_channel(tmp_path / "channel", cases)
     generate_key("stranger", tmp_path / "keys")
@@ -207,7 +211,6 @@ def _key(repo: DevTrustRepo, name: str) -> KeyHandle:
 def test_libmamba_refuses_an_expired_key_mgr(
     cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
 ) -> None:
-    libmamba_judge()
     (path,) = write_channel(tmp_path / "channel", {"noarch": _cases()["noarch"]})
     _sign(cli, dev_repo, path)
     now = system_clock().replace(microsecond=0)
@@ -239,7 +242,6 @@ def _rotate(cli: Cli, repo: DevTrustRepo, out: Path, signers: list[str], *extra:
 def test_libmamba_follows_a_cf_sign_root_rotation(
     cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
 ) -> None:
-    libmamba_judge()
     (path,) = write_channel(tmp_path / "channel", {"noarch": _cases()["noarch"]})
     _sign(cli, dev_repo, path)
     short = tmp_path / "short" / "2.root.json"
@@ -284,7 +286,6 @@ def test_pip_in_pythons_subdir_changes_pythons_signable_in_mamba(
 ) -> None:
     """mamba's default add_pip_as_python_dependency appends "pip" to python's depends when
     a pip record sits in the same subdir (conda-forge's pip is noarch, so it does not)."""
-    libmamba_judge()
     python = "python-3.12.0-h0_0_cpython.conda"
     records = [(python, _record("python", "3.12.0", "h0_0_cpython", "linux-64",
                                 depends=["libffi >=3.4"])),
