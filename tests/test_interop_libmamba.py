@@ -19,6 +19,7 @@ import pytest
 
 from signer.ceremony.devrepo import DevTrustRepo
 from signer.keys import KeyHandle, generate_key, resolve_keyref
+from signer.repodata.profiles import conda_message, mamba_message
 from signer.trust.metadata import Delegation, KeyMgr, Signable
 from signer.trust.signing import sign_envelope
 from signer.trust.state import write_atomic
@@ -299,3 +300,35 @@ def test_pip_in_pythons_subdir_changes_pythons_signable_in_mamba(
     (example,) = modes["mamba"]["examples"]
     assert json.loads(example["signable"])["depends"] == ["libffi >=3.4", "pip"]
     assert modes["mamba-nopip"]["failed"] == {} and modes["mamba-nopip"]["verified"] == 2
+
+
+def test_libmamba_counts_co_signatures_toward_a_threshold_of_two(
+    cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
+) -> None:
+    from tests.test_repodata_cosign import _threshold_two
+
+    keys = _threshold_two(cli, dev_repo, tmp_path / "keys")
+    cases = _cases()
+    paths = write_channel(tmp_path / "channel", cases)
+    for path in paths:
+        result = cli("repodata", "sign", path, "--key", keys["conda1"],
+                     "--mamba-key", keys["mamba1"])  # fmt: skip
+        assert result.code == 0, result.err
+    one = judge_channel(dev_repo.trust_dir, dev_repo.root_file, paths, ("mamba",))
+    assert one["index_checker"]["ok"], one  # pkg_mgr.json meets its threshold of 2
+    for path, (subdir, records) in zip(paths, cases.items(), strict=True):
+        result = _modes(one, path)["mamba"]
+        # A record holding exactly the fields libmamba signs has the same bytes in both
+        # profiles: there the conda key's signature counts for mamba too.
+        same = {f for f, r in records if conda_message(r) == mamba_message(r, subdir)}
+        assert result["verified"] == len(same) and set(result["failed"]) == {
+            f for f, _ in records} - same, result  # fmt: skip
+        assert all("(1/2)" in why for why in result["failed"].values())
+    for path in paths:  # the second holder signs later: the first one's signatures stay
+        result = cli("repodata", "sign", path, "--key", keys["conda2"],
+                     "--mamba-key", keys["mamba2"])  # fmt: skip
+        assert result.code == 0, result.err
+    two = judge_channel(dev_repo.trust_dir, dev_repo.root_file, paths, MODES)
+    for path, records in zip(paths, cases.values(), strict=True):
+        for mode, result in _modes(two, path).items():
+            assert result["failed"] == {} and result["verified"] == len(records), mode
