@@ -24,6 +24,8 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
+import orjson
+
 from signer.trust.canonical import canonical_bytes_fast
 
 Profile = Literal["conda", "mamba"]
@@ -32,6 +34,7 @@ PROFILES: tuple[Profile, ...] = ("conda", "mamba")
 # libsolv's and libmamba's limit: larger timestamps are milliseconds.
 _MAX_SECONDS = 253402300799
 _UINT64 = 2**64
+_DUMP_2 = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
 
 
 class UnsignableRecord(ValueError):
@@ -124,57 +127,59 @@ def libsolv_matchspec(spec: str) -> str | None:
 
 
 def _specs(value: object, *, unique: bool) -> list[str]:
-    if type(value) is not list:
+    if type(value) is not list or not value:
         return []
-    out: list[str] = []
-    for item in value:
-        if type(item) is str:
-            parsed = libsolv_matchspec(item)
-            if parsed is not None and not (unique and parsed in out):
-                out.append(parsed)
-    return out
+    try:  # the common case: every entry a string seen before
+        found: list[str | None] = [_SPEC_CACHE[item] for item in value]
+    except (KeyError, TypeError):
+        found = [libsolv_matchspec(item) if type(item) is str else None for item in value]
+    if None in found:
+        found = [spec for spec in found if spec is not None]
+    if unique and len(found) > 1:
+        found = list(dict.fromkeys(found))  # libsolv stores a dependency once, the first time
+    return found  # type: ignore[return-value]  # no None left
 
 
-def _text(record: dict[str, Any], key: str, default: str = "") -> str:
-    value = record.get(key, default)
+def _text(value: object) -> str:
     return value if type(value) is str else ""
 
 
-def _count(record: dict[str, Any], key: str) -> int:
-    value = record.get(key, 0)
+def _count(value: object) -> int:
     return value if type(value) is int and 0 <= value < _UINT64 else 0
 
 
 def mamba_signable(record: dict[str, Any], default_subdir: str = "") -> dict[str, Any]:
-    """libmamba's `json_signable()` of `record`; `default_subdir`: the repodata's info.subdir."""
-    timestamp = _count(record, "timestamp")
-    if timestamp > _MAX_SECONDS:
-        timestamp //= 1000
+    """libmamba's `json_signable()` of `record`; `default_subdir`: the repodata's info.subdir.
+
+    A value of another JSON type reads as "" (strings) or 0 (unsigned integers).
+    """
+    get = record.get
+    timestamp = _count(get("timestamp", 0))
     signable: dict[str, Any] = {
-        "build": _text(record, "build"),
-        "build_number": _count(record, "build_number"),
-        "depends": _specs(record.get("depends"), unique=True),
-        "license": _text(record, "license"),
-        "md5": _text(record, "md5"),
-        "name": _text(record, "name"),
-        "sha256": _text(record, "sha256"),
-        "size": _count(record, "size"),
-        "subdir": _text(record, "subdir") if "subdir" in record else default_subdir,
-        "timestamp": timestamp,
-        "version": _text(record, "version"),
+        "build": _text(get("build", "")),
+        "build_number": _count(get("build_number", 0)),
+        "depends": _specs(get("depends"), unique=True),
+        "license": _text(get("license", "")),
+        "md5": _text(get("md5", "")),
+        "name": _text(get("name", "")),
+        "sha256": _text(get("sha256", "")),
+        "size": _count(get("size", 0)),
+        "subdir": _text(get("subdir", default_subdir)),
+        "timestamp": timestamp // 1000 if timestamp > _MAX_SECONDS else timestamp,
+        "version": _text(get("version", "")),
     }
-    constrains = _specs(record.get("constrains"), unique=False)
+    constrains = get("constrains")
     if constrains:
-        signable["constrains"] = constrains
+        constrains = _specs(constrains, unique=False)
+        if constrains:
+            signable["constrains"] = constrains
     return signable
 
 
 def _utf8_bytes(obj: dict[str, Any]) -> bytes:
     """`json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False)` in UTF-8 (= dump(2))."""
-    import orjson
-
     try:
-        return orjson.dumps(obj, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+        return orjson.dumps(obj, option=_DUMP_2)
     except TypeError:  # a lone surrogate: UTF-8 cannot carry it, nor can libmamba read it
         raise UnsignableRecord("a string is not valid Unicode (lone surrogate)") from None
 
