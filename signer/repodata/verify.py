@@ -237,6 +237,7 @@ def verify_repodata(
 
     def verify_range(start: int, end: int) -> RangeResult:
         counts = {p: [0, 0, 0] for p in checked}
+        conda_counts = counts.get("conda", [0, 0, 0])
         mismatches = 0
         failures: list[Failure] = []
         order = list(keys)
@@ -251,15 +252,16 @@ def verify_repodata(
                 failures.append(Failure(filename, "file-name", problem))
             raw_sigs = raw_signatures.get(filename)
             sigs = _entries(raw_sigs) if raw_sigs is not None else None
-            rec = _Record(record, float_free, subdir)
+            message = None
             if one_will_do and sigs is not None and order[0][0] in sigs:
                 # The common case, threshold 1: the key that signed the last record.
                 sig = _decode(sigs[order[0][0]])
-                message = rec.message("conda")
-                assert message is not None
+                message = conda_message(record, float_free=float_free)
                 if sig is not None and verify_raw(order[0][1], sig, message):
-                    counts["conda"][0] += 1
+                    conda_counts[0] += 1
                     continue
+            rec = _Record(record, float_free, subdir)
+            rec.conda = message
             if sigs is None or not any(k in sigs for k, _ in keys):
                 for profile in checked:
                     counts[profile][2] += 1
