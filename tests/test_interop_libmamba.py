@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -332,3 +333,38 @@ def test_libmamba_counts_co_signatures_toward_a_threshold_of_two(
     for path, records in zip(paths, cases.values(), strict=True):
         for mode, result in _modes(two, path).items():
             assert result["failed"] == {} and result["verified"] == len(records), mode
+
+
+def _random_spec(rng: random.Random) -> str:
+    name = rng.choice(["numpy", "Py-Lib", "lib*", "r-base", "conda-forge::six", "ns:x", "_x"])
+    if rng.random() < 0.2:
+        return name + " " * rng.randint(0, 2)
+    space = lambda: " " * rng.choice([0, 0, 1, 2])  # noqa: E731
+    version = rng.choice(["1.2", "1.2.*", "1.2a0", "2", "1.*", "*"])
+    op = rng.choice(["", ">=", "==", "=", "<", "!=", "~=", ">"])
+    spec = f"{name}{rng.choice([' ', '', '  '])}{op}{space()}{version}"
+    if rng.random() < 0.3:
+        spec += f"{space()}{rng.choice([',', '|'])}{space()}{rng.choice(['<', '>=', ''])}3"
+    if rng.random() < 0.4:
+        spec += rng.choice([" ", "=", "  "]) + rng.choice(["py_0", "*_cpu", "h1234_5", "0"])
+    return spec
+
+
+def test_random_match_specs_are_read_as_libsolv_reads_them(
+    cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
+) -> None:
+    rng = random.Random(7)
+    records = []
+    for i in range(300):
+        depends = [_random_spec(rng) for _ in range(rng.randint(1, 6))]
+        constrains = [_random_spec(rng) for _ in range(rng.randint(0, 2))]
+        record = _record(f"r{i}", "1.0", "h0_0", "linux-64", depends=depends,
+                         constrains=constrains)  # fmt: skip
+        records.append((f"r{i}-1.0-h0_0.conda", record))
+    (path,) = write_channel(tmp_path / "channel", {"linux-64": records})
+    _sign(cli, dev_repo, path)
+    verdict = judge_channel(dev_repo.trust_dir, dev_repo.root_file, [path], MODES)
+    for mode, result in _modes(verdict, path).items():
+        examples = [(e["filename"], json.loads(e["signable"])["depends"])
+                    for e in result["examples"][:3]]  # fmt: skip
+        assert result["failed"] == {} and result["verified"] == 300, (mode, examples)

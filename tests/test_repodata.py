@@ -320,3 +320,40 @@ def test_record_messages_match_the_reference_on_random_records() -> None:
         expected = canonical_bytes(json.loads(bytes(raw)))
         assert conda_message(parsed, float_free=float_free) == expected
     assert kinds == {True, False}  # both paths were taken
+
+
+
+def test_a_lone_surrogate_is_refused(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
+    """UTF-8 (libmamba's bytes) cannot carry a lone UTF-16 surrogate: never signed."""
+    from signer.repodata.profiles import UnsignableRecord
+
+    with pytest.raises(UnsignableRecord, match="surrogate"):
+        mamba_message({"name": "a", "license": "\ud800"})
+    with pytest.raises(UnsignableRecord, match="surrogate"):
+        mamba_message({"name": "a", "depends": ["b\udfff"]})
+    path = tmp_path / "repodata.json"
+    content = b'{"packages.conda": {"a-1-0.conda": {"name": "a", "license": "\\ud800"}}}'
+    path.write_bytes(content)
+    signed = cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr"),
+                 "--mamba-key", dev_repo.keyref("pkg_mgr_mamba"))  # fmt: skip
+    assert signed.code == 2 and str(path) in signed.err and path.read_bytes() == content
+
+
+def test_mamba_message_matches_the_reference_on_random_records() -> None:
+    """orjson's raw-UTF-8 bytes == json.dumps(ensure_ascii=False), nlohmann's dump(2)."""
+    import random
+
+    from signer.repodata.profiles import mamba_message_reference
+
+    rng = random.Random(5)
+    alphabet = "aZ09 =<>!~,|*-_.:\t\n\"\\/\x00\x1f\x7f\x80é©☃\u2028😀"
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+
+    for _ in range(3000):
+        record = {"name": text(), "version": text(), "build": text(), "license": text(),
+                  "depends": [text() for _ in range(rng.randint(0, 6))],
+                  "constrains": [text() for _ in range(rng.randint(0, 2))],
+                  "timestamp": rng.choice([0, 1, 253402300800, 2**63, -1]),
+                  "size": rng.choice([0, 2**64 - 1, 2**64, True, "1"])}  # fmt: skip
+        assert mamba_message(record) == mamba_message_reference(record)
