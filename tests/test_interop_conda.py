@@ -162,3 +162,29 @@ def test_conda_refuses_a_rotation_short_of_the_threshold(
     # (conda reports an unexpected error) and nothing is marked TRUSTED.
     assert "SignatureError" in out and "good signatures" in out, out
     assert "package metadata is TRUSTED" not in out, out
+
+
+def test_conda_counts_co_signatures_toward_a_threshold_of_two(
+    cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
+) -> None:
+    from tests.test_repodata_cosign import _threshold_two
+
+    keys = _threshold_two(cli, dev_repo, tmp_path / "keys")
+    channel, packages = make_channel(cli, dev_repo, tmp_path)  # signed by other keys: replaced
+    for name in TRUST_FILES:
+        shutil.copy(dev_repo.trust_dir / name, channel / name)
+    subdirs = [channel / "linux-64" / "repodata.json", channel / "noarch" / "repodata.json"]
+    for repodata in subdirs:
+        signed = cli("repodata", "sign", repodata, "--key", keys["conda1"],
+                     "--mamba-key", keys["mamba1"], "--drop-other-signatures")  # fmt: skip
+        assert signed.code == 0, signed.err
+    conda = Conda(tmp_path / "conda", channel, dev_repo.root_file)
+    out, marks = conda.dry_run("demo-app")
+    assert set(marks) == set(packages), out
+    assert all(mark == "package metadata is UNTRUSTED" for mark in marks.values()), out
+    for repodata in subdirs:  # the second holder's pass keeps the first one's signatures
+        signed = cli("repodata", "sign", repodata, "--key", keys["conda2"],
+                     "--mamba-key", keys["mamba2"])  # fmt: skip
+        assert signed.code == 0, signed.err
+    out, marks = conda.dry_run("demo-app")
+    assert all(mark == "package metadata is TRUSTED" for mark in marks.values()), out
