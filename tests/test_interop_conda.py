@@ -127,12 +127,13 @@ def _rotation(cli: Cli, repo: DevTrustRepo, channel: Path, tmp_path: Path,
     for name in signers:
         signed = cli("metadata", "sign", "--key", repo.keyref(name), rotated)
         assert signed.code == 0, signed.err
-    key_mgr = channel / "key_mgr.json"
+    key_mgr = keys / "key_mgr.json"  # cf-sign never overwrites a signed document
     made = cli("key-mgr", "create", "--pkg-mgr-key", repo.keys_dir / "pkg_mgr.pub",
                "--pkg-mgr-key", repo.keys_dir / "pkg_mgr_mamba.pub", "-o", key_mgr)  # fmt: skip
     assert made.code == 0, made.err
     signed = cli("metadata", "sign", "--key", f"file:{keys / 'key_mgr2.key'}", key_mgr)
     assert signed.code == 0, signed.err
+    key_mgr.replace(channel / "key_mgr.json")  # published
 
 
 def test_conda_follows_a_cf_sign_root_rotation(

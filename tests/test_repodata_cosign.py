@@ -36,14 +36,16 @@ def _threshold_two(cli: Cli, repo: DevTrustRepo, keys: Path) -> dict[str, str]:
     pubs: list[object] = []
     for name in names:
         pubs += ["--pkg-mgr-key", keys / f"{name}.pub"]
-    key_mgr = repo.trust_dir / "key_mgr.json"
+    key_mgr = keys / "key_mgr.json"  # made aside: cf-sign never overwrites a signed document
     assert cli("key-mgr", "create", *pubs, "--threshold", "2", "--version", "2",
                "-o", key_mgr).code == 0  # fmt: skip
     assert cli("metadata", "sign", "--key", repo.keyref("key_mgr"), key_mgr).code == 0
-    pkg_mgr = repo.trust_dir / "pkg_mgr.json"  # mamba wants it signed by a threshold too
+    pkg_mgr = keys / "pkg_mgr.json"  # mamba wants it signed by a threshold too
     assert cli("pkg-mgr", "create", "-o", pkg_mgr).code == 0
     for name in ("mamba1", "mamba2"):
         assert cli("metadata", "sign", "--key", f"file:{keys / name}.key", pkg_mgr).code == 0
+    key_mgr.replace(repo.trust_dir / "key_mgr.json")  # published
+    pkg_mgr.replace(repo.trust_dir / "pkg_mgr.json")
     return {name: f"file:{keys / name}.key" for name in names}
 
 
