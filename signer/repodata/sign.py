@@ -56,12 +56,12 @@ def _still_valid(keyid: str, entry: object, messages: _Messages) -> bool:
 class _Messages:
     """A record's bytes per profile, each made at most once."""
 
-    __slots__ = ("_conda", "_field", "_float_free", "_mamba", "_record", "_source", "_subdir")
+    __slots__ = ("_conda", "_float_free", "_item", "_mamba", "_record", "_source", "_subdir")
 
     def __init__(self, record: dict[str, Any], float_free: bool, subdir: str,
-                 source: str, field: str) -> None:  # fmt: skip
+                 source: str, item: RawRecord) -> None:  # fmt: skip
         self._record, self._float_free, self._subdir = record, float_free, subdir
-        self._source, self._field = source, field
+        self._source, self._item = source, item
         self._conda: bytes | None = None
         self._mamba: bytes | None = None
 
@@ -75,11 +75,9 @@ class _Messages:
             try:
                 self._mamba = mamba_message(self._record, self._subdir)
             except UnsignableRecord as exc:
-                raise FormatError(self._source, self._field, str(exc)) from None
+                field = f"{self._item.section}.{self._item.filename}"
+                raise FormatError(self._source, field, str(exc)) from None
         return self._mamba
-
-    def of(self, profile: Profile) -> bytes:
-        return self.conda() if profile == "conda" else self.mamba()
 
 
 # Per record from a worker: our signatures' hex (in key order), the other keys' entries
@@ -104,15 +102,16 @@ def sign_repodata(
     records: list[RawRecord] = split.records
     existing = split.signatures if keep_others else {}
     ours = set(hexkeys)
+    signers = [(k.signer.sign_message, k.profile == "conda") for k in keys]
     subdir = split.info_subdir
 
     def sign_range(start: int, end: int) -> list[_Signed]:
         out: list[_Signed] = []
         for item in records[start:end]:
             record, float_free = parse_record_checked(item, split.source)
-            field = f"{item.section}.{item.filename}"
-            messages = _Messages(record, float_free, subdir, split.source, field)
-            made = [k.signer.sign_message(messages.of(k.profile)).hex() for k in keys]
+            messages = _Messages(record, float_free, subdir, split.source, item)
+            made = [sign(messages.conda() if conda else messages.mamba()).hex()
+                    for sign, conda in signers]  # fmt: skip
             kept: dict[str, Any] | None = None
             dropped = 0
             raw = existing.get(item.filename)
