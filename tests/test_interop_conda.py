@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from signer.artifacts.build import build_package
-from signer.ceremony.devrepo import DevTrustRepo
+from signer.devrepo import DevTrustRepo
 from tests.conftest import CliResult
 from tests.real_clients import conda_cct_venv, conda_env, conda_overlay
 

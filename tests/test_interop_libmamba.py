@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from signer.ceremony.devrepo import DevTrustRepo
+from signer.devrepo import DevTrustRepo
 from signer.keys import KeyHandle, generate_key, resolve_keyref
 from signer.repodata.profiles import conda_message, mamba_message
 from signer.trust.metadata import Delegation, KeyMgr, Signable

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from signer.artifacts.build import build_package
-from signer.ceremony.devrepo import DevTrustRepo
+from signer.devrepo import DevTrustRepo
 from signer.keys import generate_key
 from tests.conftest import CliResult
 
@@ -161,8 +161,10 @@ def test_mamba_profile_needs_a_valid_pkg_mgr_json(
     result = cli("repodata", "verify", path, "--trust", dev_repo.trust_dir,
                  "--root", dev_repo.root_file, "--profile", "mamba")  # fmt: skip
     assert result.code == 1 and "pkg_mgr.json" in result.err
-    assert _verify(cli, dev_repo, path)[0] == 0  # conda never reads pkg_mgr.json
-    pkg_mgr.unlink()
+    # A published pkg_mgr.json must verify whatever the profile (the verifier session).
+    assert _verify(cli, dev_repo, path)[0] == 1
+    pkg_mgr.unlink()  # none published: conda users are fine, mamba users are not
+    assert _verify(cli, dev_repo, path)[0] == 0
     result = cli("repodata", "verify", path, "--trust", dev_repo.trust_dir,
                  "--root", dev_repo.root_file, "--profile", "mamba")  # fmt: skip
     assert result.code == 1 and "pkg_mgr.json" in result.err and "mamba requires" in result.err

@@ -92,7 +92,7 @@ def repodata_index(args: argparse.Namespace) -> int:
 def repodata_sign(args: argparse.Namespace) -> int:
     import time
 
-    from signer.keys import resolve_keyref
+    from signer.keys import channel_signer
     from signer.repodata.document import read_repodata
     from signer.repodata.parallel import default_jobs
     from signer.repodata.sign import ProfileKey, sign_repodata
@@ -102,9 +102,9 @@ def repodata_sign(args: argparse.Namespace) -> int:
     if not args.key and not args.mamba_key:
         raise FormatError("repodata sign", "--key", "give at least one --key or --mamba-key")
     started = time.perf_counter()
-    keys = [ProfileKey(resolve_keyref(ref, passphrase_env=args.passphrase_env), "conda")
+    keys = [ProfileKey(channel_signer(ref, passphrase_env=args.passphrase_env), "conda")
             for ref in args.key]  # fmt: skip
-    keys += [ProfileKey(resolve_keyref(ref, passphrase_env=args.passphrase_env), "mamba")
+    keys += [ProfileKey(channel_signer(ref, passphrase_env=args.passphrase_env), "mamba")
              for ref in args.mamba_key]  # fmt: skip
     hexkeys = [k.signer.public_key_hex for k in keys]
     if len(set(hexkeys)) != len(hexkeys):
@@ -145,31 +145,33 @@ def _profiles(args: argparse.Namespace) -> tuple[str, ...]:
 
 
 def repodata_verify(args: argparse.Namespace) -> int:
-    from signer.cli.common import load_trust, now_from, skew_from
+    from signer.cli.common import open_session, report_notices, verification_hint
     from signer.repodata.document import read_repodata
-    from signer.repodata.parallel import default_jobs
-    from signer.repodata.verify import verify_repodata
+    from signer.trust.errors import VerificationError
 
     profiles = _profiles(args)
     split = read_repodata(args.repodata, members=False)
-    source, _, root, key_mgr = load_trust(args)
+    session = open_session(args)
+    try:
+        session.refresh()
+    except VerificationError as exc:
+        raise verification_hint(exc) from None
+    finally:
+        report_notices(session)
+    root, key_mgr = session.root, session.key_mgr
     pkg_mgr = key_mgr.meta.pkg_mgr_keys
-    pkg_mgr_doc = None
-    if "mamba" in profiles:
-        from signer.repodata.mamba_trust import check_pkg_mgr
-
-        pkg_mgr_doc = check_pkg_mgr(source.fetch, key_mgr.meta, now_from(args), skew_from(args))
     progress, advance = _progress(len(split.records))
     if progress is not None:
         progress.start()
     try:
-        report = verify_repodata(split, pkg_mgr, jobs=args.jobs or default_jobs(),
-                                 profiles=profiles, on_progress=advance)  # fmt: skip
+        report = session.verify_repodata(split, jobs=args.jobs, profiles=profiles,
+                                         on_progress=advance)  # fmt: skip
     finally:
         if progress is not None:
             progress.stop()
     ok = report.ok(args.allow_unsigned)
     subdir = split.subdir
+    pkg_mgr_doc = session.pkg_mgr.meta if "mamba" in profiles and session.pkg_mgr else None
     if args.json:
         out: dict[str, Any] = {
             "repodata": str(args.repodata), "subdir": subdir, "ok": ok,

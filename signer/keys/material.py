@@ -15,6 +15,37 @@ PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 _SEED_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 MAX_KEY_FILE = 64 * 1024
+KEY_TYPES = ("ed25519", "ecdsa-p256")
+LOCAL_SCHEMES = ("file", "env")
+
+
+def split_keyref(keyref: str) -> tuple[str, str]:
+    """(scheme, location) of a KEYREF; the one parser of `file:PATH` and `env:VAR`."""
+    scheme, sep, location = keyref.partition(":")
+    if not sep or not scheme:
+        # Not echoed: a value without a scheme may be the secret itself, pasted by mistake.
+        raise FormatError("KEYREF (not shown)", "", "a KEYREF looks like file:PATH or env:VAR")
+    if scheme in LOCAL_SCHEMES and not location:
+        raise FormatError(keyref, "", f"expected {scheme}:LOCATION")
+    return scheme, location
+
+
+def new_private_key(keytype: str) -> PrivateKey:
+    """A fresh key of `keytype` (ed25519 or ecdsa-p256): the one key generator."""
+    if keytype == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if keytype == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise FormatError(keytype, "key type", f"expected one of {', '.join(KEY_TYPES)}")
+
+
+def secret_text(key: PrivateKey) -> str:
+    """The private key on one line, for a CI secret variable: the 64-hex ed25519 seed, or
+    PKCS#8 PEM with its line breaks written as `\\n` (which `env:` turns back)."""
+    seed = ed25519_seed(key)
+    if seed is not None:
+        return seed.hex()
+    return private_pem(key, None).decode("ascii").strip().replace("\n", "\\n")
 
 
 def read_key_source(scheme: str, location: str) -> tuple[bytes, str]:
@@ -46,7 +77,7 @@ def parse_private_key(data: bytes, source: str, passphrase: bytes | None) -> Pri
         raise FormatError(source, "", "not a PEM private key or a 64-hex ed25519 seed")
     encrypted = b"ENCRYPTED" in text
     if encrypted and passphrase is None:
-        raise FormatError(source, "", "key is encrypted: pass --passphrase-env VAR")
+        raise FormatError(source, "", "key is encrypted and no passphrase was given")
     try:
         key = serialization.load_pem_private_key(text, passphrase if encrypted else None)
     except ValueError:
