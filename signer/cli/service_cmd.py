@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from signer.cli.common import non_negative_days
+from signer.cli.common import flags, non_negative_days
 from signer.trust.errors import FormatError
 
 if TYPE_CHECKING:
@@ -208,6 +208,20 @@ def missing_service_modules() -> list[str]:
     return missing
 
 
+# The service library names fields; the command line names the flags that set them.
+_SERVICE_FLAGS = {
+    "roots": "--root",
+    "key_mgr key": "--key-mgr-key",
+    "pkg_mgr key": "--pkg-mgr-key",
+    "pkg_mgr threshold": "--pkg-mgr-threshold",
+    "bins": "--bins",
+    "expiry": "--expires",
+    "database": "--db",
+    "database URL": "--db",
+    "rate limit": "--rate-limit",
+}
+
+
 def _service_command(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
     """A service command: the extra must be installed, a database it cannot use is a
     one-line error (exit 2), and the databases it opened are closed when it ends."""
@@ -224,7 +238,8 @@ def _service_command(handler: Callable[[argparse.Namespace], int]) -> Callable[.
         from sqlalchemy.exc import OperationalError
 
         try:
-            return handler(args)
+            with flags(_SERVICE_FLAGS):
+                return handler(args)
         except OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             where = _settings(args).db_url.split("@")[-1]

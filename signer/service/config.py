@@ -36,7 +36,7 @@ def normalize_db_url(url: str) -> str:
     if url.startswith("postgresql+psycopg://") or url.startswith("sqlite:///"):
         return url
     raise FormatError(
-        url.split("@")[-1], "--db", "expected sqlite:///PATH or postgresql+psycopg://..."
+        url.split("@")[-1], "database URL", "expected sqlite:///PATH or postgresql+psycopg://..."
     )
 
 
@@ -50,9 +50,9 @@ def parse_rate(text: str) -> tuple[float, int]:
         rate = float(rate_text)
         burst = int(burst_text) if burst_text else max(1, int(rate * 60))
     except ValueError:
-        raise FormatError(text, "--rate-limit", "expected RATE/BURST, e.g. 5/600") from None
+        raise FormatError(text, "rate limit", "expected RATE/BURST, e.g. 5/600") from None
     if not rate > 0 or burst < 1:
-        raise FormatError(text, "--rate-limit", "RATE must be > 0 and BURST >= 1")
+        raise FormatError(text, "rate limit", "RATE must be > 0 and BURST >= 1")
     return rate, burst
 
 
