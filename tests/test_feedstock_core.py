@@ -293,7 +293,9 @@ def test_publication_signed_by_a_non_key_mgr_key_fails(
 
 
 def _sidecar(filename: str, sha: str, signers: list[KeyHandle], feedstock: str = "numpy") -> bytes:
-    payload = statement_bytes(publish_statement(filename, sha, "https://example.org/ch"))
+    payload = statement_bytes(
+        publish_statement(filename, sha, "https://example.org/ch", "linux-64")
+    )
     env = Envelope(payload, PAYLOAD_TYPE, {})
     for s in signers:
         env.sign(s.signer)
@@ -311,13 +313,13 @@ def test_verify_sidecar(tmp_path: Path, keytype: str) -> None:
     other = _key(tmp_path, "o")
     name, sha = "numpy-1.0-h0_0.conda", "ab" * 32
     d = FeedstockDelegation.of([key.public], 1, ("numpy",))
-    result = verify_sidecar(_sidecar(name, sha, [key]), name, sha, d, "s")
+    result = verify_sidecar(_sidecar(name, sha, [key]), name, sha, d, "s", subdir="linux-64")
     assert result.keyids == (key.keyid,) and result.package == "numpy"
     assert result.channel == "https://example.org/ch"
 
     def check(data: bytes, filename: str = name, digest: str = sha, **kw: Any) -> str:
         with pytest.raises(VerificationError) as err:
-            verify_sidecar(data, filename, digest, kw.get("delegation", d), "s")
+            verify_sidecar(data, filename, digest, kw.get("delegation", d), "s", subdir="linux-64")
         return err.value.check
 
     assert check(_sidecar(name, sha, [other])) == "signature"
@@ -335,8 +337,10 @@ def test_same_key_counts_once(tmp_path: Path) -> None:
     sigs = doc["envelopes"][0]["signatures"]
     sigs.append(dict(sigs[0]))  # the same signature twice
     with pytest.raises(VerificationError, match="1 valid, 2 required"):
-        verify_sidecar(json.dumps(doc).encode(), name, sha, d, "s")
-    assert verify_sidecar(_sidecar(name, sha, [a, b]), name, sha, d, "s").signatures.ok
+        verify_sidecar(json.dumps(doc).encode(), name, sha, d, "s", subdir="linux-64")
+    assert verify_sidecar(
+        _sidecar(name, sha, [a, b]), name, sha, d, "s", subdir="linux-64"
+    ).signatures.ok
 
 
 @pytest.mark.parametrize(
@@ -357,14 +361,14 @@ def test_malformed_sidecars(tmp_path: Path, mutate: Any, field: str) -> None:
     mutate(doc)
     d = FeedstockDelegation.of([key.public], 1, ("numpy",))
     with pytest.raises(FormatError, match=field):
-        verify_sidecar(json.dumps(doc).encode(), name, sha, d, "s")
+        verify_sidecar(json.dumps(doc).encode(), name, sha, d, "s", subdir="linux-64")
 
 
 def test_statement_shape_is_exact(tmp_path: Path) -> None:
     key = _key(tmp_path, "k")
     name, sha = "numpy-1.0-h0_0.conda", "ab" * 32
     d = FeedstockDelegation.of([key.public], 1, ("numpy",))
-    stmt = publish_statement(name, sha, "https://example.org/ch")
+    stmt = publish_statement(name, sha, "https://example.org/ch", "linux-64")
     for bad in (
         stmt | {"extra": 1},
         stmt | {"predicate": {"targetChannel": "https://example.org/ch/"}},
@@ -375,7 +379,7 @@ def test_statement_shape_is_exact(tmp_path: Path) -> None:
         env.sign(key.signer)
         data = json.dumps({"feedstock": "numpy", "envelopes": [env.to_dict()]}).encode()
         with pytest.raises(FormatError):
-            verify_sidecar(data, name, sha, d, "s")
+            verify_sidecar(data, name, sha, d, "s", subdir="linux-64")
     parsed = parse_sidecar(_sidecar(name, sha, [key]), "s")
     assert base64.b64encode(parsed.envelopes[0].payload)
 

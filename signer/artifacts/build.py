@@ -31,10 +31,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _tar_bytes(members: Mapping[str, bytes]) -> bytes:
+def _tar_bytes(
+    members: Mapping[str, bytes],
+    before: Sequence[tuple[str, bytes]] = (),
+    after: Sequence[tuple[str, bytes]] = (),
+) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members.items():
+        for name, data in [*before, *members.items(), *after]:
             _add(tar, name, data)
     return buffer.getvalue()
 
@@ -99,8 +103,14 @@ def build_package(
     files: Mapping[str, bytes] | None = None,
     index_overrides: Mapping[str, object] | None = None,
     timestamp_ms: int | None = None,
+    info_before: Sequence[tuple[str, bytes]] = (),
+    info_after: Sequence[tuple[str, bytes]] = (),
 ) -> Path:
-    """Write `name-version-build.<fmt>` into out_dir and return its path."""
+    """Write `name-version-build.<fmt>` into out_dir and return its path.
+
+    `info_before`/`info_after` add raw members around the info ones (same names allowed):
+    how the tests build hostile archives, e.g. two `info/index.json`.
+    """
     files = dict(files if files is not None else {f"share/{name}/README": f"{name}\n".encode()})
     index = make_index(name, version, build, build_number=build_number, subdir=subdir,
                        depends=depends, license=license, timestamp_ms=timestamp_ms)  # fmt: skip
@@ -110,14 +120,15 @@ def build_package(
     stem = f"{name}-{version}-{build}"
     if fmt == "tar.bz2":
         path = out_dir / f"{stem}.tar.bz2"
-        path.write_bytes(bz2.compress(_tar_bytes({**info, **files}), 9))
+        tar = _tar_bytes({**info, **files}, info_before, info_after)
+        path.write_bytes(bz2.compress(tar, 9))
         return path
     if fmt != "conda":
         raise ValueError(f"unknown package format {fmt!r}")
     path = out_dir / f"{stem}.conda"
     compressor = zstandard.ZstdCompressor(level=3)
     pkg = compressor.compress(_tar_bytes(files))
-    info_zst = compressor.compress(_tar_bytes(info))
+    info_zst = compressor.compress(_tar_bytes(info, info_before, info_after))
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         for member, data in (
             ("metadata.json", json.dumps({"conda_pkg_format_version": 2}).encode()),

@@ -343,6 +343,8 @@ def verify_cmd(args: argparse.Namespace) -> int:
 
     paths: list[Path] = args.artifacts
     for path in paths:
+        if path.is_dir():
+            raise FormatError(str(path), "ARTIFACT", "is a directory, not an artifact")
         if not path.is_file():
             raise FormatError(str(path), "ARTIFACT", "no such file")
     if args.sig is not None and len(paths) != 1:

@@ -130,14 +130,25 @@ def verify_artifact(
     """Verify one artifact; VerificationError for any failed check, FormatError for bad input."""
     from signer.artifacts import check_filename_matches_index, read_artifact
 
-    info = read_artifact(path)
+    try:
+        info = read_artifact(path)
+    except FormatError as exc:
+        # A corrupt or hostile archive did not verify (exit 1); the other artifacts go on.
+        detail = f"{exc.field}: {exc.reason}" if exc.field else exc.reason
+        raise VerificationError(path.name, "archive", detail) from None
     check_filename_matches_index(info)
     data, where, named = find_sidecar(path, info.subdir, source, sig)
     try:
         hint = parse_sidecar(data, where).feedstock
         resolved = _resolve(hint, source, root, state, now, skew, cache)
         result: AttestationResult = verify_sidecar(
-            data, info.filename, info.sha256, resolved.delegation, where, package_name=info.name
+            data,
+            info.filename,
+            info.sha256,
+            resolved.delegation,
+            where,
+            subdir=info.subdir,
+            package_name=info.name,
         )
     except FormatError as exc:
         if named:

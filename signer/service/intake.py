@@ -221,7 +221,9 @@ class Intake:
             )
         data = sidecar_file_bytes(sidecar)
         try:
-            result = verify_sidecar(data, filename, sha256, delegation, f"{key}.sig.json")
+            result = verify_sidecar(
+                data, filename, sha256, delegation, f"{key}.sig.json", subdir=subdir
+            )
         except FormatError as exc:
             return refused(key, "format", f"{exc.field}: {exc.reason}" if exc.field else exc.reason)
         except VerificationError as exc:
