@@ -334,3 +334,187 @@ def test_environment_is_restored() -> None:
         assert os.environ["CF_SIGN_KEY"] == "x"
     assert "CF_SIGN_KEY" not in os.environ or os.environ["CF_SIGN_KEY"] != "x"
     assert run("--version") == 0
+
+
+# ----------------------------------------------------------------------------- issue 9
+# Each attack below is built for real; its control is the same setup without the one
+# hostile detail, which verifies (so the attack fails for the reason under test).
+
+
+def _forge_sidecar(world: World, pkg: Path, index: dict[str, Any], feedstock: str) -> None:
+    """Sign `pkg` as if the reader had believed `index` (what the old reader did)."""
+    from signer.artifacts import ArtifactInfo, hash_file
+    from signer.feedstock.sign import build_sidecar
+
+    sha, _, size = hash_file(pkg)
+    info = ArtifactInfo(pkg, pkg.name, "conda", index, sha, size)
+    data = build_sidecar(info, feedstock, world.key(feedstock), "https://example.org/cf", None)
+    sidecar_of(pkg).write_bytes(data)
+
+
+def _index(name: str, version: str) -> bytes:
+    from signer.artifacts.build import make_index
+
+    return json.dumps(make_index(name, version, "h0_0", subdir="linux-64")).encode()
+
+
+def _build(world: World, name: str, version: str, out: Path | None = None, **kw: Any) -> Path:
+    from signer.artifacts.build import build_package
+
+    return build_package(out or world.base / "evil", name, version, "h0_0", subdir="linux-64", **kw)
+
+
+def _evilpkg_world(world: World) -> None:
+    entries = world.default_entries()
+    entries["evil"]["outputs"].append("evilpkg")
+    world.write_source(entries)
+    assert world.publish() == 0
+
+
+@pytest.mark.parametrize("fmt", ["conda", "tar.bz2"])
+def test_two_index_json_first_numpy_last_evilpkg(
+    world: World, cli: Callable[..., Any], fmt: str
+) -> None:
+    """Issue 9.1: conda-index reads the first info/index.json, extraction keeps the last."""
+    from signer.artifacts.build import make_index
+
+    _evilpkg_world(world)
+    numpy = [("info/index.json", _index("numpy", "99.0"))]
+    # .conda: numpy's copy first (what conda-index reads); .tar.bz2, the mirror image:
+    # numpy's copy last, after the payload (what tar extraction keeps).
+    where = {"info_before": numpy} if fmt == "conda" else {"info_after": numpy}
+    pkg = _build(world, "evilpkg", "1.0", fmt=fmt, **where)
+    with environ({"CF_SIGN_KEY": world.secrets["evil"]}):
+        res = cli("sign", pkg, "--feedstock", "evil", "--key", "env:CF_SIGN_KEY")
+    assert res.code == 2 and "duplicate member name" in res.err and "index.json" in res.err
+    _forge_sidecar(world, pkg, make_index("evilpkg", "1.0", "h0_0", subdir="linux-64"), "evil")
+    check, reason = failure(world, cli, pkg)
+    assert check == "archive" and "info/index.json" in reason and "duplicate" in reason
+    res = cli("repodata", "index", pkg.parent, "-o", world.base / "repodata.json")
+    assert res.code == 2 and "duplicate member name" in res.err
+    # Control: the same package with only evilpkg's index.json signs and verifies.
+    honest = _build(world, "evilpkg", "1.0", fmt=fmt, out=world.base / "honest")
+    assert world.sign(honest, "evil") == 0
+    assert verdict(world, cli, honest)["ok"]
+
+
+def test_index_json_spelled_twice_or_in_the_pkg_component(
+    world: World, cli: Callable[..., Any]
+) -> None:
+    """Issue 9.1: `./info/index.json`, `info/INDEX.json` or a pkg-side copy are the same file."""
+    from signer.artifacts.build import make_index
+
+    _evilpkg_world(world)
+    evil = make_index("evilpkg", "1.0", "h0_0", subdir="linux-64")
+    cases = {
+        "dot": {"info_before": [("./info/index.json", _index("numpy", "99.0"))]},
+        "case": {"info_after": [("info/INDEX.json", _index("numpy", "99.0"))]},
+        "pkg": {"files": {"info/index.json": _index("numpy", "99.0")}},
+    }
+    for label, extra in cases.items():
+        pkg = _build(world, "evilpkg", "1.0", out=world.base / label, **extra)
+        _forge_sidecar(world, pkg, evil, "evil")
+        check, reason = failure(world, cli, pkg)
+        assert check == "archive" and "index.json" in reason, (label, reason)
+
+
+def test_duplicate_zip_entry(world: World, cli: Callable[..., Any]) -> None:
+    """Issue 9.1: two zip entries of one name (zipfile reads the last, others the first)."""
+    import warnings
+
+    _evilpkg_world(world)
+    pkg = _build(world, "evilpkg", "1.0")
+    shadow = _build(world, "numpy", "99.0", out=world.base / "shadow")
+    with zipfile.ZipFile(pkg) as good, zipfile.ZipFile(shadow) as bad:
+        entries = [(i, good.read(i)) for i in good.infolist()]
+        info_name = next(i.filename for i, _ in entries if i.filename.startswith("info-"))
+        numpy_info = next(bad.read(i) for i in bad.infolist() if i.filename.startswith("info-"))
+    evil = world.base / "zip" / pkg.name
+    evil.parent.mkdir()
+    with warnings.catch_warnings(), zipfile.ZipFile(evil, "w") as out:
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        out.writestr(info_name, numpy_info)
+        for info, data in entries:
+            out.writestr(info, data)
+    from signer.artifacts.build import make_index
+
+    _forge_sidecar(world, evil, make_index("evilpkg", "1.0", "h0_0", subdir="linux-64"), "evil")
+    check, reason = failure(world, cli, evil)
+    assert check == "archive" and "duplicate zip entry" in reason
+    assert world.sign(pkg, "evil") == 0 and verdict(world, cli, pkg)["ok"]  # control
+
+
+def test_decompression_bomb_refused_before_any_signature_check(
+    world: World, cli: Callable[..., Any]
+) -> None:
+    """Issue 9.8: an info component inflating past 64 MiB is refused while streaming."""
+    import time
+
+    from signer.artifacts.build import build_bomb_conda
+    from signer.artifacts.reader import read_artifact
+    from signer.trust.errors import FormatError
+
+    bomb = build_bomb_conda(world.base / "bomb", "evil", 96 * 1024 * 1024)
+    assert bomb.stat().st_size < 64 * 1024  # tiny on disk
+    start = time.perf_counter()
+    check, reason = failure(world, cli, bomb)  # unsigned too: the cap comes first
+    assert check == "archive" and "cap" in reason
+    assert time.perf_counter() - start < 10
+    # The pkg component is capped too, relative to its compressed size (cap lowered here).
+    pkg_bomb = build_bomb_conda(world.base / "pkgbomb", "evil", 32 * 1024 * 1024, component="pkg")
+    with pytest.raises(FormatError, match="inflates past"):
+        read_artifact(pkg_bomb, payload_floor=1024 * 1024)
+    # Controls: under the default payload cap the same file reads (it is otherwise valid),
+    # and a small info component of the same shape is accepted.
+    assert read_artifact(pkg_bomb).name == "evil"
+    small = build_bomb_conda(world.base / "small", "evil", 1024 * 1024)
+    assert read_artifact(small).name == "evil"
+
+
+def test_sidecar_for_another_subdirs_file_of_the_same_name(
+    world: World, cli: Callable[..., Any]
+) -> None:
+    """Issue 9.7: zlib-1.2.11-h62dcd97_3.conda exists in win-32 and win-64 (other bytes)."""
+    from signer.artifacts import read_artifact
+    from signer.trust.attestation import verify_sidecar
+    from signer.trust.errors import VerificationError
+    from signer.trust.feedstocks import FeedstockDelegation
+
+    win32 = world.build("zlib", "1.2.11", "h62dcd97_3", subdir="win-32")
+    assert world.sign(win32, "numpy") == 0
+    data = sidecar_of(win32).read_bytes()
+    sha = read_artifact(win32).sha256
+    delegation = FeedstockDelegation.of([world.key("numpy").public], 1, ("zlib",))
+    # Posted (or served) as win-64's file with win-32's digest: refused for its subdir.
+    with pytest.raises(VerificationError) as err:
+        verify_sidecar(data, win32.name, sha, delegation, "s", subdir="win-64")
+    assert err.value.check == "subdir" and "win-32" in err.value.reason
+    # Control: the same sidecar for the subdir it was made for.
+    assert verify_sidecar(data, win32.name, sha, delegation, "s", subdir="win-32").ok
+    # The subdir is inside what is signed: editing it breaks the signature.
+    doc = json.loads(data)
+    import base64
+
+    stmt = json.loads(base64.b64decode(doc["envelopes"][0]["payload"]))
+    assert stmt["subject"][0]["annotations"] == {"subdir": "win-32"}
+    stmt["subject"][0]["annotations"]["subdir"] = "win-64"
+    doc["envelopes"][0]["payload"] = base64.b64encode(json.dumps(stmt).encode()).decode()
+    with pytest.raises(VerificationError) as err:
+        verify_sidecar(json.dumps(doc).encode(), win32.name, sha, delegation, "s", subdir="win-64")
+    assert err.value.check == "signature"
+
+
+def test_one_corrupt_artifact_among_several(world: World, cli: Callable[..., Any]) -> None:
+    """Issue 9.13: each artifact judged; a modified archive is a failure (1), not usage (2)."""
+    good = signed_numpy(world, "1.0")
+    bad = signed_numpy(world, "1.1")
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\0" * 64  # breaks the zip/zstd
+    bad.write_bytes(bytes(data))
+    res = cli(*world.verify_args(bad, good), "--json")
+    verdicts = {v["artifact"]: v for v in json.loads(res.out)}
+    assert res.code == 1
+    assert verdicts[good.name]["ok"]
+    assert not verdicts[bad.name]["ok"] and verdicts[bad.name]["check"] in ("archive", "digest")
+    res = cli(*world.verify_args(world.base / "bld"))
+    assert res.code == 2 and "is a directory" in res.err

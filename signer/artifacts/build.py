@@ -174,3 +174,51 @@ def build_large_conda(out: Path, size_bytes: int, name: str = "bigpkg") -> Path:
         archive.writestr(f"info-{stem}.tar.zst", zstandard.ZstdCompressor().compress(
             _tar_bytes(_info_members(index, {payload_name: b""}))))  # fmt: skip
     return out
+
+
+def build_bomb_conda(
+    out_dir: Path, name: str, inflated_bytes: int, *, component: str = "info"
+) -> Path:
+    """A .conda whose `component` ("info" or "pkg") inflates to `inflated_bytes` of zeros.
+
+    The compressed file stays tiny (zstd turns megabytes of zeros into a few bytes); the
+    archive is otherwise valid, so only an inflated-size cap refuses it.
+    """
+    stem = f"{name}-1.0-0"
+    blob = f"info/blob-{name}" if component == "info" else f"share/{name}/blob.bin"
+    index = make_index(name, "1.0", "0")
+    members = _info_members(index, {} if component == "info" else {blob: b""})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stem}.conda"
+
+    def component_bytes(small: Mapping[str, bytes], big: str | None) -> bytes:
+        buffer = io.BytesIO()
+        writer = zstandard.ZstdCompressor(level=3).stream_writer(buffer, closefd=False)
+        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for member, data in small.items():
+                _add(tar, member, data)
+            if big is not None:
+                info = tarfile.TarInfo(big)
+                info.size = inflated_bytes
+                info.mtime = _MTIME
+                tar.addfile(info, cast(IO[bytes], _Zeros(inflated_bytes)))
+        writer.flush(zstandard.FLUSH_FRAME)
+        return buffer.getvalue()
+
+    info_part = component_bytes(members, blob if component == "info" else None)
+    pkg_part = component_bytes({}, blob if component == "pkg" else None)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+        archive.writestr(f"pkg-{stem}.tar.zst", pkg_part)
+        archive.writestr(f"info-{stem}.tar.zst", info_part)
+    return path
+
+
+class _Zeros:
+    def __init__(self, size: int) -> None:
+        self.remaining = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.remaining if n < 0 else min(n, self.remaining)
+        self.remaining -= n
+        return bytes(n)

@@ -271,9 +271,15 @@ def _read_index(
     return index
 
 
-def _payload_cap(compressed: int, ratio: int) -> int:
-    # Real packages inflate a few times over; a bomb inflates thousands of times.
-    return MIN_PAYLOAD_CAP + ratio * compressed
+class _Caps:
+    __slots__ = ("floor", "info", "ratio")
+
+    def __init__(self, info: int, ratio: int, floor: int) -> None:
+        self.info, self.ratio, self.floor = info, ratio, floor
+
+    def payload(self, compressed: int) -> int:
+        # Real packages inflate a few times over; a bomb inflates thousands of times.
+        return self.floor + self.ratio * compressed
 
 
 def _conda_components(
@@ -322,29 +328,29 @@ def _open_entry(archive: zipfile.ZipFile, handle: IO[bytes], entry: zipfile.ZipI
     return _Window(handle, entry.header_offset + 30 + skip, entry.compress_size)
 
 
-def _walk_conda(handle: IO[bytes], walk: _Walk, info_cap: int, ratio: int) -> None:
+def _walk_conda(handle: IO[bytes], walk: _Walk, caps: _Caps) -> None:
     import zstandard
 
     with zipfile.ZipFile(handle) as archive:
-        info, pkg = _conda_components(archive, walk.source, info_cap)
+        info, pkg = _conda_components(archive, walk.source, caps.info)
         # info first: conda-index reads only it; the pkg component must not shadow it.
-        for entry, cap in ((info, info_cap), (pkg, 0)):
+        for entry, cap in ((info, caps.info), (pkg, 0)):
             if entry is None:
                 continue
-            limit = cap or _payload_cap(entry.compress_size, ratio)
+            limit = cap or caps.payload(entry.compress_size)
             raw = _open_entry(archive, handle, entry)
             reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
-            walk.walk(_CappedReader(reader, limit, walk.source, entry.filename), entry.filename,
-                      info_cap)  # fmt: skip
+            capped = _CappedReader(reader, limit, walk.source, entry.filename)
+            walk.walk(capped, entry.filename, caps.info)
 
 
-def _walk_tar_bz2(handle: IO[bytes], walk: _Walk, info_cap: int, ratio: int) -> None:
+def _walk_tar_bz2(handle: IO[bytes], walk: _Walk, caps: _Caps) -> None:
     import bz2
 
     size = os.fstat(handle.fileno()).st_size
     with bz2.BZ2File(handle) as raw:
-        capped = _CappedReader(raw, _payload_cap(size, ratio), walk.source, "tar.bz2 stream")
-        walk.walk(capped, "the archive", info_cap)
+        capped = _CappedReader(raw, caps.payload(size), walk.source, "tar.bz2 stream")
+        walk.walk(capped, "the archive", caps.info)
 
 
 def read_index_json(
@@ -353,13 +359,15 @@ def read_index_json(
     max_index_bytes: int = MAX_INDEX_JSON,
     max_info_bytes: int = MAX_INFO_INFLATED,
     payload_ratio: int = PAYLOAD_RATIO,
+    payload_floor: int = MIN_PAYLOAD_CAP,
 ) -> tuple[str, dict[str, Any]]:
     """(format, info/index.json) of an artifact, after walking every member (rule 7).
 
     Refuses duplicate member names (zip entries, and tar members of every component,
     compared by the path they extract to), `info/index.json` other than exactly once,
     unsafe members, and components inflating past their cap (the info part at
-    `max_info_bytes`; a payload at `payload_ratio` times its compressed size, plus 1 GiB).
+    `max_info_bytes`; a payload at `payload_ratio` times its compressed size, plus
+    `payload_floor`).
     """
     source = str(path)
     if path.name.endswith(".conda"):
@@ -368,12 +376,14 @@ def read_index_json(
         fmt, walker = "tar.bz2", _walk_tar_bz2
     else:
         raise FormatError(source, "file name", "not a .conda or .tar.bz2 artifact")
+    from zstandard import ZstdError as zstd_error
+
     walk = _Walk(source, max_index_bytes)
     try:
         with open(path, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise FormatError(source, "", "not a regular file")
-            walker(handle, walk, max_info_bytes, payload_ratio)
+            walker(handle, walk, _Caps(max_info_bytes, payload_ratio, payload_floor))
     except FormatError:
         raise
     except FileNotFoundError:
@@ -384,7 +394,7 @@ def read_index_json(
         raise FormatError(source, "", f"corrupt or truncated archive: {exc}") from None
     except (EOFError, OSError, ValueError, LookupError, NotImplementedError) as exc:
         raise FormatError(source, "", f"corrupt or truncated archive: {exc}") from None
-    except Exception as exc:  # zstd decoders raise their own error types
+    except zstd_error as exc:  # the zstd decoder raises its own error type
         raise FormatError(source, "", f"corrupt or truncated archive: {exc}") from None
     if walk.index is None:
         raise FormatError(source, "info/index.json", "missing from the archive")
@@ -399,6 +409,7 @@ def read_artifact(
     max_size: int = MAX_ARTIFACT,
     max_info_bytes: int = MAX_INFO_INFLATED,
     payload_ratio: int = PAYLOAD_RATIO,
+    payload_floor: int = MIN_PAYLOAD_CAP,
 ) -> ArtifactInfo:
     """Index, hashes and size of an artifact; FormatError naming the file on anything odd."""
     path = Path(path)
@@ -409,6 +420,7 @@ def read_artifact(
             max_index_bytes=max_index_bytes,
             max_info_bytes=max_info_bytes,
             payload_ratio=payload_ratio,
+            payload_floor=payload_floor,
         )
 
     try:
