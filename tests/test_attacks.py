@@ -518,3 +518,111 @@ def test_one_corrupt_artifact_among_several(world: World, cli: Callable[..., Any
     assert not verdicts[bad.name]["ok"] and verdicts[bad.name]["check"] in ("archive", "digest")
     res = cli(*world.verify_args(world.base / "bld"))
     assert res.code == 2 and "is a directory" in res.err
+
+
+def _ecdsa(world: World, name: str) -> tuple[KeyHandle, str]:
+    """An ECDSA P-256 feedstock key (as Azure Key Vault holds) and its PEM secret."""
+    key_path, _, _ = generate_key(name, world.base / "extra-keys", "ecdsa-p256")
+    handle = resolve_keyref(f"file:{key_path}")
+    assert isinstance(handle, KeyHandle)
+    return handle, key_path.read_text()
+
+
+def _spellings(key: KeyHandle) -> list[dict[str, Any]]:
+    pem = key.public.to_dict()["keyval"]["public"]
+    assert pem.endswith("-----\n")
+    forms = [pem, pem.rstrip("\n"), pem.replace("\n", "\r\n")]
+    return [{"keytype": "ecdsa", "scheme": "ecdsa-sha2-nistp256", "keyval": {"public": p}}
+            for p in forms]  # fmt: skip
+
+
+def _raw_keyid(key: dict[str, Any]) -> str:
+    import hashlib
+
+    from signer.trust.keys import olpc_canonical
+
+    return hashlib.sha256(olpc_canonical(key).encode()).hexdigest()
+
+
+def test_ecdsa_key_spellings_are_one_key(world: World, cli: Callable[..., Any]) -> None:
+    """Issue 9.2: with and without the final newline, or with CRLF, it is the same key."""
+    from signer.trust.keys import PublicKey
+
+    key, _ = _ecdsa(world, "numpy-ecdsa")
+    forms = _spellings(key)
+    parsed = [PublicKey.from_dict(f, "k", "k") for f in forms]
+    assert len({_raw_keyid(f) for f in forms}) == 3  # what the spellings used to give
+    assert len({p.keyid for p in parsed}) == 1 and parsed[0].keyid == key.keyid
+    # Threshold 2 with one key spelled twice: the publisher refuses ...
+    entries = world.default_entries()
+    entries["numpy"]["keys"] = forms[:2]
+    entries["numpy"]["threshold"] = 2
+    world.write_source(entries)
+    assert world.publish() == 2
+    # ... and registering it to two feedstocks too (CRLF for the second).
+    entries = world.default_entries()
+    entries["numpy"]["keys"] = [forms[0]]
+    entries["evil"]["keys"] = [forms[2]]
+    world.write_source(entries)
+    res = cli("delegations", "publish", world.source, "--trust", world.trust,
+              "--key", world.repo.keyref("key_mgr"))  # fmt: skip
+    assert res.code == 2 and "belongs to one feedstock" in res.err
+    # Control: two distinct ECDSA keys at threshold 2 publish.
+    other, _ = _ecdsa(world, "numpy-ecdsa-2")
+    entries = world.default_entries()
+    entries["numpy"]["keys"] = [forms[1], other.public.to_dict()]
+    entries["numpy"]["threshold"] = 2
+    world.write_source(entries)
+    assert world.publish() == 0
+
+
+def test_ecdsa_key_listed_under_two_keyids_in_a_bin(world: World, cli: Callable[..., Any]) -> None:
+    """Issue 9.2: a bin (as the old publisher wrote it) listing one key under two keyids."""
+    import hashlib
+
+    key, secret = _ecdsa(world, "numpy-ecdsa")
+    other, other_secret = _ecdsa(world, "numpy-ecdsa-2")
+    forms = _spellings(key)
+    entries = world.default_entries()
+    entries["numpy"]["keys"] = [forms[0], other.public.to_dict()]
+    entries["numpy"]["threshold"] = 2
+    world.write_source(entries)
+    assert world.publish() == 0
+    pkg = world.build("numpy")
+    assert world.sign(pkg, "numpy", secret=secret) == 0
+    doc = json.loads(sidecar_of(pkg).read_text())
+    sig = doc["envelopes"][0]["signatures"][0]
+    km = world.repo.key_mgr_key
+    assert km is not None
+    numpy_bin = world.trust / bin_path(bin_id("numpy", 256))
+    saved = numpy_bin.read_bytes(), (world.trust / INDEX_PATH).read_bytes()
+
+    def forge(keys: dict[str, Any]) -> None:
+        def edit(signed: dict[str, Any]) -> None:
+            signed["delegations"]["numpy"]["keys"] = keys
+
+        data = resign(numpy_bin, [km], edit)
+
+        def relist(signed: dict[str, Any]) -> None:
+            signed["shards"][bin_id("numpy", 256)]["sha256"] = hashlib.sha256(data).hexdigest()
+
+        resign(world.trust / INDEX_PATH, [km], relist)
+
+    # Attack: the same key under its normal keyid and its no-newline keyid, one signature
+    # entry under each: once keys were spellings, this met threshold 2.
+    forge({key.keyid: forms[0], _raw_keyid(forms[1]): forms[1]})
+    doc["envelopes"][0]["signatures"] = [sig, {**sig, "keyid": _raw_keyid(forms[1])}]
+    sidecar_of(pkg).write_text(json.dumps(doc))
+    check, reason = failure(world, cli, pkg)
+    assert check == "format" and "keyid does not match" in reason
+    # Control: the genuine bin, with a second signature by the other key, verifies.
+    numpy_bin.write_bytes(saved[0])
+    (world.trust / INDEX_PATH).write_bytes(saved[1])
+    second = world.base / "second"
+    second.mkdir()
+    shutil.copy(pkg, second / pkg.name)
+    assert world.sign(second / pkg.name, "numpy", secret=other_secret) == 0
+    theirs = json.loads(sidecar_of(second / pkg.name).read_text())
+    doc["envelopes"][0]["signatures"] = [sig, theirs["envelopes"][0]["signatures"][0]]
+    sidecar_of(pkg).write_text(json.dumps(doc))
+    assert verdict(world, cli, pkg)["ok"]

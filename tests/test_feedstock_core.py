@@ -156,6 +156,7 @@ def test_models_round_trip_and_are_strict(tmp_path: Path) -> None:
 def test_source_formats_keys_and_unprovisioned(tmp_path: Path) -> None:
     a = _key(tmp_path, "a")
     b = _key(tmp_path, "b")
+    c = _key(tmp_path, "c")  # rule 9: a key belongs to one feedstock
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "yaml.yml").write_text(
         "numpy:\n"
@@ -164,7 +165,7 @@ def test_source_formats_keys_and_unprovisioned(tmp_path: Path) -> None:
         "  outputs: [numpy, numpy-base]\n"
         "  output_globs: ['libnumpy*']\n"
         "scipy:\n"
-        f"  keys: ['{a.public.public}']\n"
+        f"  keys: ['{c.public.public}']\n"
         "  outputs: [scipy]\n"
         "newcomer:\n"
         "  keys: []\n"
@@ -175,7 +176,7 @@ def test_source_formats_keys_and_unprovisioned(tmp_path: Path) -> None:
     assert source.unprovisioned == {"newcomer": (("newcomer",), ())}
     numpy = source.delegations["numpy"]
     assert numpy.threshold == 2 and set(numpy.keys) == {a.keyid, b.keyid}
-    assert source.delegations["scipy"].keys == {a.keyid: a.public}
+    assert source.delegations["scipy"].keys == {c.keyid: c.public}
     as_json = tmp_path / "src" / "same.json"
     as_json.write_text(json.dumps({"numpy": {"keys": ["../a.pub"], "outputs": ["numpy"]}}))
     assert parse_delegations_source(as_json)["numpy"].threshold == 1
