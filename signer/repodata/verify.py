@@ -14,7 +14,13 @@ from typing import Any, NamedTuple
 import msgspec
 import orjson
 
-from signer.repodata.document import SplitRepodata, parse_record_checked
+from signer.repodata.document import (
+    SplitRepodata,
+    check_record_keys,
+    in_both_sections,
+    parse_record_checked,
+    placement_problems,
+)
 from signer.repodata.parallel import map_ranges
 from signer.repodata.profiles import conda_message, mamba_message
 from signer.trust.ed25519 import verify_raw
@@ -157,6 +163,8 @@ def verify_repodata(
     raw_signatures = split.signatures
     keys = [(k, bytes.fromhex(k)) for k in pkg_mgr.pubkeys]
     threshold = pkg_mgr.threshold
+    subdir = split.subdir
+    both = in_both_sections(records)
 
     def verify_range(start: int, end: int) -> RangeResult:
         valid = invalid = unsigned = mamba_only = mamba_valid = mismatches = 0
@@ -170,22 +178,27 @@ def verify_repodata(
             if problem is not None:
                 mismatches += 1
                 failures.append(Failure(filename, "file-name", problem))
+            for what, why in placement_problems(item, record, subdir, both):
+                mismatches += 1
+                failures.append(Failure(filename, what, why))
             raw_sigs = raw_signatures.get(filename)
             sigs = _entries(raw_sigs) if raw_sigs is not None else None
             message = None
             if one_will_do and sigs is not None and order[0][0] in sigs:
                 # The common case, threshold 1: the key that signed the last record.
                 message = conda_message(record, float_free=float_free)
+                check_record_keys(item, split.source, message if float_free else None)
                 sig = _decode(sigs[order[0][0]])
                 if sig is not None and verify_raw(order[0][1], sig, message):
                     valid += 1
                     continue
+            if message is None:
+                message = conda_message(record, float_free=float_free)
+                check_record_keys(item, split.source, message if float_free else None)
             if sigs is None or not any(k in sigs for k, _ in keys):
                 unsigned += 1
                 failures.append(Failure(filename, "unsigned", "no signature by a pkg_mgr key"))
                 continue
-            if message is None:
-                message = conda_message(record, float_free=float_free)
             check = _check_record(record, message, sigs, order, threshold, check_mamba)
             mamba_valid += check.mamba_valid
             if check.counted >= threshold:
