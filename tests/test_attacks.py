@@ -626,3 +626,91 @@ def test_ecdsa_key_listed_under_two_keyids_in_a_bin(world: World, cli: Callable[
     doc["envelopes"][0]["signatures"] = [sig, theirs["envelopes"][0]["signatures"][0]]
     sidecar_of(pkg).write_text(json.dumps(doc))
     assert verdict(world, cli, pkg)["ok"]
+
+
+# ----------------------------------------------------------------------------- repodata
+
+
+def _signed_repodata(world: World, cli: Callable[..., Any]) -> tuple[Path, dict[str, Any]]:
+    """A linux-64 repodata indexed from real packages and signed with the pkg_mgr key."""
+    subdir = world.base / "channel" / "linux-64"
+    world.build("numpy", "1.0", out=subdir)
+    world.build("numpy", "1.1", fmt="tar.bz2", out=subdir)
+    path = world.base / "repodata.json"
+    assert cli("repodata", "index", subdir, "-o", path).code == 0
+    assert cli("repodata", "sign", path, "--key", world.repo.keyref("pkg_mgr")).code == 0
+    return path, json.loads(path.read_text())
+
+
+def _repodata_verify(world: World, cli: Callable[..., Any], path: Path) -> Any:
+    return cli("repodata", "verify", path, "--trust", world.trust, "--root", world.root,
+               "--state-dir", world.state)  # fmt: skip
+
+
+def test_repodata_with_two_packages_members(world: World, cli: Callable[..., Any]) -> None:
+    """Issue 9.5: libmamba reads the first `packages`, most JSON parsers the last."""
+    path, doc = _signed_repodata(world, cli)
+    assert _repodata_verify(world, cli, path).code == 0  # control: as signed
+    forged = dict(doc["packages"]["numpy-1.1-h0_0.tar.bz2"], depends=["evil"])
+    text = path.read_text()
+    body = json.dumps({"numpy-1.1-h0_0.tar.bz2": forged})
+    path.write_text('{"packages": ' + body + "," + text.lstrip()[1:])  # unsigned one first
+    res = _repodata_verify(world, cli, path)
+    assert res.code == 2 and "duplicate key" in res.err and "packages" in res.err
+
+
+def test_repodata_with_one_file_name_twice(world: World, cli: Callable[..., Any]) -> None:
+    """Issue 9.5: the same file name twice inside `packages`, or within one record a key."""
+    path, doc = _signed_repodata(world, cli)
+    record = json.dumps(doc["packages"]["numpy-1.1-h0_0.tar.bz2"])
+    evil = json.dumps(dict(doc["packages"]["numpy-1.1-h0_0.tar.bz2"], depends=["evil"]))
+    text = path.read_text()
+    key = '"numpy-1.1-h0_0.tar.bz2"'
+    assert text.count(key) == 2  # once in packages, once in signatures
+    doubled = text.replace(key + ":", f"{key}: {evil}, {key}:", 1)
+    path.write_text(doubled)
+    res = _repodata_verify(world, cli, path)
+    assert res.code == 2 and "duplicate key" in res.err and "numpy-1.1" in res.err
+    # A record holding `depends` twice (first the attacker's, last the signed one).
+    path.write_text(text.replace('"depends":', '"depends": ["evil"], "depends":', 1))
+    res = _repodata_verify(world, cli, path)
+    assert res.code == 2 and "duplicate key" in res.err and "depends" in res.err
+    path.write_text(text)  # control
+    assert _repodata_verify(world, cli, path).code == 0 and record
+
+
+def test_repodata_records_in_the_wrong_section_or_subdir(
+    world: World, cli: Callable[..., Any]
+) -> None:
+    """Issue 9.5 / rule 13: suffix per section, one section per file, subdir = info.subdir."""
+    path, doc = _signed_repodata(world, cli)
+    cases: dict[str, Callable[[dict[str, Any]], None]] = {
+        "section": lambda d: d["packages"].update(d["packages.conda"]),  # .conda in packages
+        "subdir": lambda d: d["info"].update(subdir="win-64"),  # linux-64's, served as win-64
+    }
+    for check, mutate in cases.items():
+        forged = json.loads(json.dumps(doc))
+        mutate(forged)
+        path.write_text(json.dumps(forged))
+        res = cli("repodata", "verify", path, "--trust", world.trust, "--root", world.root,
+                  "--state-dir", world.state, "--json")  # fmt: skip
+        report = json.loads(res.out)
+        assert res.code == 1, (check, res.out)
+        assert check in {f["check"] for f in report["failures"]}, report
+    path.write_text(json.dumps(doc))
+    assert _repodata_verify(world, cli, path).code == 0  # control
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [(b"{}", "info"), (b'{"info": {"subdir": "linux-64"}, "packages": {"\xff": {}}}', "UTF-8")],
+)
+def test_repodata_empty_or_not_utf8(
+    world: World, cli: Callable[..., Any], content: bytes, needle: str
+) -> None:
+    """Issue 9.5/9.13: `{}` is not a verified repodata; non-UTF-8 bytes are a clean error."""
+    path = world.base / "repodata.json"
+    path.write_bytes(content)
+    res = _repodata_verify(world, cli, path)
+    assert res.code == 2 and len(res.err.splitlines()) == 1 and "Traceback" not in res.err
+    assert str(path) in res.err and needle in res.err
