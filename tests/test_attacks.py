@@ -714,3 +714,133 @@ def test_repodata_empty_or_not_utf8(
     res = _repodata_verify(world, cli, path)
     assert res.code == 2 and len(res.err.splitlines()) == 1 and "Traceback" not in res.err
     assert str(path) in res.err and needle in res.err
+
+
+# ----------------------------------------------------------------------------- fetching
+
+
+class _Server:
+    """A real local HTTP server whose handler is a function of the request path."""
+
+    def __init__(self, handle: Callable[[Any], None]) -> None:
+        import http.server
+        import threading
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                handle(self)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _Server:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _drip(delay: float) -> Callable[[Any], None]:
+    def handle(req: Any) -> None:
+        import time
+
+        body = b"x" * 40
+        req.send_response(200)
+        req.send_header("Content-Length", str(len(body)))
+        req.end_headers()
+        for byte in body:
+            try:
+                req.wfile.write(bytes([byte]))
+                req.wfile.flush()
+            except OSError:
+                return  # the client hung up: what the deadline should make it do
+            time.sleep(delay)
+
+    return handle
+
+
+def test_slow_retrieval_is_cut_off_at_one_deadline() -> None:
+    """Issue 9.9 / rule 12: a byte every 0.5 s never trips a per-read timeout."""
+    import time
+
+    from signer.fetch import HttpSource
+    from signer.trust.errors import VerificationError
+
+    with _Server(_drip(0.5)) as server:
+        source = HttpSource(server.url, timeout=1.5)
+        start = time.monotonic()
+        with pytest.raises(VerificationError) as err:
+            source.fetch("key_mgr.json", 1024)
+        assert time.monotonic() - start < 4
+        assert err.value.check == "fetch" and "deadline" in err.value.reason
+    # Control: the same 40 bytes, sent at once (or slowly but within the deadline), fetch.
+    with _Server(_drip(0.0)) as server:
+        assert HttpSource(server.url, timeout=1.5).fetch("key_mgr.json", 1024) == b"x" * 40
+    with _Server(_drip(0.01)) as server:
+        assert HttpSource(server.url, timeout=5).fetch("key_mgr.json", 1024) == b"x" * 40
+
+
+def test_redirects_stay_on_the_same_origin() -> None:
+    """Rule 12: a redirect to another host (or port) is refused; within the origin, followed."""
+    from signer.fetch import HttpSource
+    from signer.trust.errors import VerificationError
+
+    with _Server(_drip(0.0)) as other:
+
+        def redirect(req: Any) -> None:
+            if req.path.endswith("/moved.json"):
+                return _drip(0.0)(req)
+            target = req.path.replace("key_mgr", "moved") if "same" in req.path else other.url
+            req.send_response(302)
+            req.send_header("Location", target)
+            req.send_header("Content-Length", "0")
+            req.end_headers()
+
+        with _Server(redirect) as server:
+            with pytest.raises(VerificationError, match="redirect to another host"):
+                HttpSource(server.url).fetch("key_mgr.json", 1024)
+            assert HttpSource(server.url + "/same").fetch("key_mgr.json", 1024) == b"x" * 40
+
+
+def test_fifo_in_the_trust_directory(world: World, cli: Callable[..., Any]) -> None:
+    """Issue 9.9 / rule 12: opening a FIFO would wait for a writer forever."""
+    import os
+    import threading
+
+    from signer.fetch import LocalSource
+    from signer.trust.errors import VerificationError
+
+    pkg = signed_numpy(world)
+    target = world.trust / "key_mgr.json"
+    saved = target.read_bytes()
+    target.unlink()
+    os.mkfifo(target)
+    outcome: list[BaseException | bytes | None] = []
+
+    def fetch() -> None:
+        try:
+            outcome.append(LocalSource(world.trust).fetch("key_mgr.json", 1024))
+        except VerificationError as exc:
+            outcome.append(exc)
+
+    worker = threading.Thread(target=fetch, daemon=True)
+    worker.start()
+    worker.join(10)
+    if worker.is_alive():  # unblock the hung open before failing the test
+        with open(target, "wb"):
+            pass
+        pytest.fail("fetching a FIFO hung")
+    (exc,) = outcome
+    assert isinstance(exc, VerificationError) and "not a regular file" in exc.reason
+    check, reason = failure(world, cli, pkg)
+    assert check == "fetch" and "key_mgr.json" in reason
+    target.unlink()
+    target.write_bytes(saved)  # control
+    assert verdict(world, cli, pkg)["ok"]
