@@ -844,3 +844,38 @@ def test_fifo_in_the_trust_directory(world: World, cli: Callable[..., Any]) -> N
     target.unlink()
     target.write_bytes(saved)  # control
     assert verdict(world, cli, pkg)["ok"]
+
+
+# ----------------------------------------------------------------------------- secrets
+
+
+def test_secret_material_as_keyref_is_refused_unprinted(
+    world: World, cli: Callable[..., Any]
+) -> None:
+    """Issue 9.10: `--key <64-hex seed>` or `--key "<PEM>"` must not print the secret."""
+    pkg = world.build("numpy")
+    _, pem = _ecdsa(world, "leaky")
+    seed = world.secrets["numpy"]
+    assert len(seed) == 64 or "PRIVATE KEY" in seed
+    secrets = {
+        "seed": seed,
+        "file:seed": f"file:{seed}",
+        "pem": pem,
+        "pkcs11 pin": "pkcs11:token=t;object=k?pin-value=123456",
+    }
+    commands = [
+        ["sign", pkg, "--feedstock", "numpy", "--key"],
+        ["repodata", "sign", world.base / "missing.json", "--key"],
+        ["repodata", "sign", world.base / "missing.json", "--key", "env:X", "--mamba-key"],
+        ["delegations", "publish", world.source, "--trust", world.trust, "--key"],
+    ]
+    for label, value in secrets.items():
+        shown = value.strip().splitlines()[1] if "BEGIN" in value else value.split("=")[-1]
+        for command in commands:
+            res = cli(*command, value)
+            assert res.code == 2, (label, command, res)
+            assert shown not in res.out + res.err, (label, command)
+            if command[0] == "sign":
+                assert "not printed" in res.err or "not shown" in res.err, (label, res.err)
+    # Control: the same seed through env:VAR signs.
+    assert world.sign(pkg, "numpy") == 0

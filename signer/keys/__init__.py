@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -96,13 +97,37 @@ def _passphrase_handler(passphrase_env: str | None):  # type: ignore[no-untyped-
     return handler
 
 
+# A seed in hex (alone or after a scheme), PEM armour, or a PIN inside a PKCS#11 URI
+# (RFC 7512 allows `pin-value`): a KEYREF that is secret material pasted on a command line.
+_SEED = re.compile(r"\A\s*([a-z0-9+.-]+:)?\s*[0-9a-fA-F]{64}\s*\Z", re.IGNORECASE)
+_SECRET = re.compile(r"-----BEGIN|PRIVATE KEY|pin-value|pin-source=", re.IGNORECASE)
+NOT_SHOWN = "KEYREF (not shown)"
+
+
+def check_keyref_not_secret(keyref: str) -> None:
+    """Refuse, without echoing it, a KEYREF that is (or holds) the secret itself."""
+    if _SEED.match(keyref) or _SECRET.search(keyref):
+        raise FormatError(
+            NOT_SHOWN,
+            "",
+            "looks like secret key material (a seed, a PEM key or a PIN), not a reference "
+            "to one: put it in an environment variable and pass env:VAR; it was not printed",
+        )
+
+
 def resolve_keyref(
     keyref: str, *, public: PublicKey | None = None, passphrase_env: str | None = None
 ) -> KeyHandle | GpgKey:
-    """Turn a KEYREF into a KeyHandle; a bad reference is a FormatError naming it."""
+    """Turn a KEYREF into a KeyHandle; a bad reference is a FormatError naming it.
+
+    The KEYREF is echoed in errors only after it is known not to be secret material.
+    """
+    check_keyref_not_secret(keyref)
     scheme, sep, _ = keyref.partition(":")
     if not sep:
-        raise FormatError(keyref, "", "KEYREF must look like file:PATH or env:VAR")
+        raise FormatError(
+            NOT_SHOWN, "", "a KEYREF looks like file:PATH or env:VAR (the value is not shown)"
+        )
     if scheme == "gpg":
         from signer.keys.gpg import load_gpg_key
 
