@@ -879,3 +879,118 @@ def test_secret_material_as_keyref_is_refused_unprinted(
                 assert "not printed" in res.err or "not shown" in res.err, (label, res.err)
     # Control: the same seed through env:VAR signs.
     assert world.sign(pkg, "numpy") == 0
+
+
+# ----------------------------------------------------------------------------- usage
+
+
+@pytest.fixture
+def readonly_dir(tmp_path: Path) -> Any:
+    """A directory nothing can be written to, even by root: a read-only tmpfs mount."""
+    import os
+    import subprocess
+
+    target = tmp_path / "ro"
+    target.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(target)],
+                             capture_output=True).returncode == 0  # fmt: skip
+    if not mounted:
+        target.chmod(0o500)
+        if os.access(target, os.W_OK):
+            pytest.skip("cannot make a read-only directory here (no mount, running as root)")
+    try:
+        yield target
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(target)], check=False)
+
+
+def test_read_only_output_directory_is_one_line(
+    world: World, cli: Callable[..., Any], readonly_dir: Path
+) -> None:
+    """Issue 9.13: every writing command says which file it could not write, in one line."""
+    pkg = signed_numpy(world)
+    rd = world.base / "repodata.json"
+    assert cli("repodata", "index", pkg.parent, "-o", rd).code == 0
+    registry = world.base / "outputs" / "outputs" / "n" / "u" / "m"
+    registry.mkdir(parents=True)
+    (registry / "numpy.json").write_text('{"feedstocks": ["numpy"]}')
+    ro = readonly_dir
+    with environ({"CF_SIGN_KEY": world.secrets["numpy"]}):
+        commands = [
+            ["sign", pkg, "--feedstock", "numpy", "--key", "env:CF_SIGN_KEY", "--out-dir", ro],
+            ["repodata", "index", pkg.parent, "-o", ro / "repodata.json"],
+            ["repodata", "sign", rd, "--key", world.repo.keyref("pkg_mgr"), "-o", ro / "r.json"],
+            ["keys", "generate", "k", "--dir", ro],
+            ["delegations", "import-outputs", world.base / "outputs", "-o", ro / "d.json"],
+            [*world.verify_args(pkg)[:-1], ro / "state"],
+        ]
+        for command in commands:
+            res = cli(*command)
+            assert res.code == 2, (command, res)
+            assert len(res.err.strip().splitlines()) == 1 and str(ro) in res.err, (command, res)
+            assert "Traceback" not in res.err
+    # Control: the same commands with a writable directory succeed.
+    assert cli("repodata", "index", pkg.parent, "-o", world.base / "ok.json").code == 0
+
+
+def test_atomic_write_follows_a_symlink(
+    world: World, cli: Callable[..., Any], cli_process: Callable[..., Any]
+) -> None:
+    """Issue 9.13: `-o LINK` writes the link's target and keeps the link."""
+    pkg = signed_numpy(world)
+    target = world.base / "real.json"
+    target.write_text("old")
+    link = world.base / "link.json"
+    link.symlink_to(target)
+    assert cli("repodata", "index", pkg.parent, "-o", link).code == 0
+    assert link.is_symlink() and json.loads(target.read_text())["packages.conda"]
+    # /dev/stdout (a symlink to the process's fd 1, here a pipe) is written through.
+    res = cli_process("repodata", "index", str(pkg.parent), "-o", "/dev/stdout")
+    assert res.code == 0, res.err
+    assert json.loads(res.out.split("\nindexed ")[0])["info"]["subdir"] == "linux-64"
+    assert Path("/dev/stdout").is_symlink()
+
+
+def test_repodata_index_refuses_mislabelled_packages(world: World, cli: Callable[..., Any]) -> None:
+    """Issue 9.13: a file name that disagrees with index.json; a --subdir the packages deny."""
+    subdir = world.base / "channel" / "linux-64"
+    pkg = world.build("numpy", "1.0", out=subdir)
+    out = world.base / "repodata.json"
+    res = cli("repodata", "index", subdir, "--subdir", "win-64", "-o", out)
+    assert res.code == 2 and "'linux-64', not 'win-64'" in res.err and not out.exists()
+    renamed = pkg.with_name("numpy-2.0-h0_0.conda")
+    pkg.rename(renamed)
+    res = cli("repodata", "index", subdir, "-o", out)
+    assert res.code == 2 and "'2.0'" in res.err and not out.exists()
+    renamed.rename(pkg)  # control
+    assert cli("repodata", "index", subdir, "--subdir", "linux-64", "-o", out).code == 0
+
+
+def test_feedstock_outputs_with_repository_names(world: World, cli: Callable[..., Any]) -> None:
+    """Issue 9.13: the real registry says `"feedstocks": ["vouch-feedstock"]` in places."""
+    registry = world.base / "feedstock-outputs"
+    for name, feedstocks in {"vouch": ["vouch-feedstock"], "numpy": ["numpy"]}.items():
+        path = registry / "outputs" / name[0] / name[1] / name[2] / f"{name}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"feedstocks": feedstocks}))
+    out = world.base / "imported.json"
+    res = cli("delegations", "import-outputs", registry, "--keys-dir", world.fkeys, "-o", out)
+    assert res.code == 0, res.err
+    assert "normalised feedstock 'vouch-feedstock' to 'vouch'" in res.out
+    source = json.loads(out.read_text())
+    assert source["vouch"]["outputs"] == ["vouch"] and "vouch-feedstock" not in source
+    res = cli("delegations", "publish", out, "--trust", world.trust,
+              "--key", world.repo.keyref("key_mgr"))  # fmt: skip
+    assert res.code == 0, res.err  # not all-or-nothing any more
+
+
+@pytest.mark.parametrize("digits", ["２０３０", "٢٠٣٠"])
+def test_expiration_with_non_ascii_digits(digits: str) -> None:
+    """Issue 9.13 / rule 8: `\\d` matches fullwidth and Arabic-Indic digits; times must not."""
+    from signer.trust.errors import FormatError
+    from signer.trust.timefmt import parse_time
+
+    with pytest.raises(FormatError, match="expected UTC time"):
+        parse_time(f"{digits}-01-01T00:00:00Z", "doc", "expiration")
+    assert parse_time("2030-01-01T00:00:00Z", "doc", "expiration").year == 2030  # control
