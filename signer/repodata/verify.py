@@ -24,6 +24,7 @@ from signer.repodata.document import (
 from signer.repodata.parallel import map_ranges
 from signer.repodata.profiles import conda_message, mamba_message
 from signer.trust.ed25519 import verify_raw
+from signer.trust.errors import FormatError
 from signer.trust.metadata import Delegation
 
 
@@ -93,12 +94,15 @@ class _SignatureEntry(msgspec.Struct):
 _ENTRIES = msgspec.json.Decoder(dict[str, _SignatureEntry])
 
 
-def _entries(raw: msgspec.Raw) -> dict[str, Any] | None:
+def _entries(raw: msgspec.Raw, source: str, filename: str) -> dict[str, Any] | None:
     """keyid -> entry, or None when the member is not an object (the record is unsigned)."""
     try:
         return _ENTRIES.decode(raw)
     except msgspec.DecodeError:  # an entry of another shape: the generic path judges it
-        value = orjson.loads(memoryview(raw))
+        try:
+            value = orjson.loads(memoryview(raw))
+        except orjson.JSONDecodeError as exc:  # e.g. not UTF-8
+            raise FormatError(source, f"signatures.{filename}", f"malformed JSON: {exc}") from None
         return value if isinstance(value, dict) else None
 
 
@@ -182,7 +186,7 @@ def verify_repodata(
                 mismatches += 1
                 failures.append(Failure(filename, what, why))
             raw_sigs = raw_signatures.get(filename)
-            sigs = _entries(raw_sigs) if raw_sigs is not None else None
+            sigs = _entries(raw_sigs, split.source, filename) if raw_sigs is not None else None
             message = None
             if one_will_do and sigs is not None and order[0][0] in sigs:
                 # The common case, threshold 1: the key that signed the last record.

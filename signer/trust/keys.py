@@ -75,6 +75,8 @@ class PublicKey(NamedTuple):
         data = require_exact_keys(obj, {"keytype", "scheme", "keyval"}, source, where)
         keyval = require_exact_keys(data["keyval"], {"public"}, source, f"{where}.keyval")
         keytype, scheme, public = data["keytype"], data["scheme"], keyval["public"]
+        if not isinstance(keytype, str) or not isinstance(scheme, str):
+            raise FormatError(source, where, "keytype and scheme must be strings")
         if (keytype, scheme) not in SUPPORTED:
             raise FormatError(source, where, f"unsupported key type/scheme {keytype!r}/{scheme!r}")
         if not isinstance(public, str):
