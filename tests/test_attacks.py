@@ -1,6 +1,54 @@
-"""Attacks on the feedstock layer: each one is built for real and must fail with its reason.
+"""The attack catalogue: each attack is built for real and must fail with its reason.
 
-Every test ends with `cf-sign verify` (in-process) exiting 1 and naming the failed check.
+Artifact attacks end with `cf-sign verify` (in-process) exiting 1 and naming the failed
+check; each hardening test (issue 9) also runs a control, the same setup without the one
+hostile detail, which succeeds: the attack fails for the reason under test.
+
+Attack (test)                                         refused because (check)
+--------------------------------------------------    -----------------------------------------
+unsigned artifact                                     no sidecar anywhere (attestation)
+another feedstock's key (signature_by_another...)     key not delegated to the hint (signature)
+own key, another's package name (name_outside...)     name not in the feedstock's scope (scope)
+another feedstock's prefix glob                       globs are per feedstock (scope)
+key removed from the delegation                       old signatures stop counting (signature)
+artifact bytes tampered                               sha256 differs from the statement (digest)
+sidecar moved to another artifact                     subject name differs (subject)
+artifact renamed against its index.json               name-version-build differ (file-name)
+old index/bin served again                            version below the one seen (rollback)
+signed bin the index does not list                    sha256 not the index's (mix-and-match)
+expired root/key_mgr/index/bin (freeze)               past expiration + skew (expired)
+root update signed by the new keys only               needs the old root's threshold (signature)
+one key's signature repeated for threshold 2          each key counts once (signature)
+oversized / malformed sidecar or index                caps and strict parsing (size, format)
+missing bin                                           nothing trusted when absent (missing)
+wrong feedstock hint                                  only the hinted delegation (delegation)
+9.1  two info/index.json: numpy 99.0 then evilpkg     duplicate member name (archive; sign and
+     (.conda), and the .tar.bz2 mirror image          `repodata index` exit 2)
+9.1  ./info/index.json, info/INDEX.json, pkg copy     same extraction path (archive)
+9.1  two zip entries of one name                      duplicate zip entry (archive)
+9.8  info component inflating past 64 MiB; pkg bomb   inflated-size caps while streaming (archive)
+9.7  win-32 sidecar for win-64's same-named file      statement's subdir annotation (subdir)
+9.13 one corrupt artifact among several               each judged; corrupt = exit 1 (archive)
+9.2  one ECDSA key spelled with/without newline, CRLF keyid of the normal SPKI PEM: publisher
+                                                      refuses twice/two feedstocks; a bin listing
+                                                      a spelling's keyid fails (format)
+9.5  two top-level `packages` members                 duplicate key (repodata verify exit 2)
+9.5  a file name twice; a record key twice            duplicate key (exit 2)
+9.5  .conda in `packages`; linux-64 served as win-64  rule 13 (section, subdir: exit 1)
+9.5  `{}`; non-UTF-8 bytes                            info.subdir required; clean error (exit 2)
+9.9  server dripping a byte every 0.5 s               one deadline per document (fetch)
+9.9  redirect to another origin                       same-origin redirects only (fetch)
+9.9  FIFO planted in the trust directory              regular files only, no blocking (fetch)
+9.10 `--key <hex seed>`, `--key "<PEM>"`, PIN in URI  refused, never printed (exit 2)
+9.13 read-only output directory                       one line naming the file (exit 2)
+9.13 `-o` a symlink (/dev/stdout)                     written through, link kept
+9.13 `repodata index` of mislabelled packages         file name / subdir must agree (exit 2)
+9.13 `vouch-feedstock` in feedstock-outputs           normalised to `vouch`, and said so
+9.13 fullwidth / Arabic-Indic digits in times         ASCII digits only (format)
+
+Elsewhere: tests/test_state_recovery.py (9.3 recovery after a key_mgr/pkg_mgr compromise,
+9.4 a planted state root), tests/test_service_scopes.py and tests/test_service_db.py
+(9.6, 9.12, 9.13's --db), tests/test_props_parsers.py (9.14: every parser, hypothesis).
 """
 
 from __future__ import annotations
