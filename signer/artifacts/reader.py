@@ -24,6 +24,7 @@ MIB = 1024 * 1024
 MAX_INDEX_JSON = 1 * MIB
 MAX_ARTIFACT = 64 * 1024 * MIB
 MAX_ZIP_ENTRIES = 1000
+MAX_MEMBERS = 1_000_000  # tar members over all components (the largest packages hold ~10^5)
 MAX_INFO_INFLATED = 64 * MIB  # rule 7: the info component (or info/ members), inflated
 MIN_PAYLOAD_CAP = 1024 * MIB
 PAYLOAD_RATIO = 100  # a payload may inflate to 1 GiB + 100x its compressed size
@@ -85,9 +86,9 @@ class ArtifactInfo:
 
 
 def hash_file(
-    path: Path, *, md5: bool = False, max_size: int = MAX_ARTIFACT
+    path: Path, *, md5: bool = False, max_size: int = MAX_ARTIFACT, stop: Any = None
 ) -> tuple[str, str | None, int]:
-    """(sha256 hex, md5 hex or None, size) in one pass."""
+    """(sha256 hex, md5 hex or None, size) in one pass (`stop`: an Event that cancels it)."""
     sha = hashlib.sha256()
     md = hashlib.md5(usedforsecurity=False) if md5 else None
     buffer = bytearray(_CHUNK)
@@ -98,6 +99,8 @@ def hash_file(
             if os.fstat(handle.fileno()).st_size > max_size:
                 raise FormatError(str(path), "size", f"larger than the {max_size}-byte cap")
             while n := handle.readinto(buffer):
+                if stop is not None and stop.is_set():
+                    raise FormatError(str(path), "", "hashing cancelled")
                 chunk = view[:n]
                 sha.update(chunk)
                 if md is not None:
@@ -244,8 +247,12 @@ class _Walk:
 
     def walk(self, stream: Any, component: str, info_cap: int) -> None:
         with tarfile.open(fileobj=stream, mode="r:") as tar:
-            for member in tar:
+            while (member := tar.next()) is not None:
+                if len(self.seen) >= MAX_MEMBERS:
+                    raise FormatError(self.source, component, f"more than {MAX_MEMBERS} members")
                 self.member(tar, member, component, info_cap)
+                # tarfile keeps every header it read (not in its stubs): memory, not needed.
+                tar.members.clear()  # type: ignore[attr-defined]
 
 
 def _read_index(
@@ -437,10 +444,11 @@ def read_artifact(
 
     hashed: list[tuple[str, str | None, int]] = []
     failure: list[BaseException] = []
+    stop = threading.Event()
 
     def run_hash() -> None:
         try:
-            hashed.append(hash_file(path, md5=md5, max_size=max_size))
+            hashed.append(hash_file(path, md5=md5, max_size=max_size, stop=stop))
         except BaseException as exc:  # re-raised in the caller's thread
             failure.append(exc)
 
@@ -448,6 +456,9 @@ def read_artifact(
     worker.start()
     try:
         fmt, index = walk()
+    except BaseException:
+        stop.set()  # a refused archive: do not hash the rest of it
+        raise
     finally:
         worker.join()
     if failure:
