@@ -46,7 +46,8 @@ wrong feedstock hint                                  only the hinted delegation
 9.13 `vouch-feedstock` in feedstock-outputs           normalised to `vouch`, and said so
 9.13 fullwidth / Arabic-Indic digits in times         ASCII digits only (format)
 
-Elsewhere: tests/test_state_recovery.py (9.3 recovery after a key_mgr/pkg_mgr compromise,
+Elsewhere: tests/test_attacks_service_keys.py (9.2 at the service's registry),
+tests/test_state_recovery.py (9.3 recovery after a key_mgr/pkg_mgr compromise,
 9.4 a planted state root), tests/test_service_scopes.py and tests/test_service_db.py
 (9.6, 9.12, 9.13's --db), tests/test_props_parsers.py (9.14: every parser, hypothesis).
 """

@@ -94,7 +94,9 @@ class _SignatureEntry(msgspec.Struct):
 _ENTRIES = msgspec.json.Decoder(dict[str, _SignatureEntry])
 
 
-def _entries(raw: msgspec.Raw, source: str, filename: str) -> dict[str, Any] | None:
+def _entries(
+    raw: msgspec.Raw, source: str = "repodata", filename: str = "?"
+) -> dict[str, Any] | None:
     """keyid -> entry, or None when the member is not an object (the record is unsigned)."""
     try:
         return _ENTRIES.decode(raw)
