@@ -38,6 +38,10 @@ EXPECTED = {
     ("post", "/v1/admin/refresh"),
     ("post", "/v1/admin/roots"),
     ("put", "/v1/admin/pkg-mgr-keys"),
+    ("post", "/v1/admin/signing-events"),
+    ("get", "/v1/admin/signing-events/{event_id}"),
+    ("post", "/v1/admin/signing-events/{event_id}/signatures"),
+    ("post", "/v1/admin/signing-events/{event_id}/publish"),
 }
 
 
@@ -150,6 +154,12 @@ def _battery(
         ("get", "/v1/admin/audit?after=" + "9" * 40, None, admin),  # likewise (was a 500)
         ("post", "/v1/admin/roots", {"root": world.repo.root_file.read_text()}, admin),
         ("put", "/v1/admin/pkg-mgr-keys", {"keyrefs": [world.repo.keyref("pkg_mgr")]}, admin),
+        ("post", "/v1/admin/signing-events", {"proposed": world.repo.root_file.read_text()},
+         admin),
+        ("get", "/v1/admin/signing-events/999", None, admin),
+        ("post", "/v1/admin/signing-events/999/signatures",
+         {"key": "ab" * 32, "signature": {"signature": "00"}}, admin),
+        ("post", "/v1/admin/signing-events/999/publish", None, admin),
         ("post", "/v1/attestations", {"feedstock": "none", "artifacts": {
             "a": {"sha256": "", "attestation": {}}}}, None),
         ("post", "/v1/attestations", {"feedstock": "oa"}, None),

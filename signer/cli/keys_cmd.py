@@ -1,4 +1,4 @@
-"""`cf-sign keys generate`."""
+"""`cf-sign keys generate` and `keys import`."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import argparse
 import os
 from pathlib import Path
 
+from signer.cli.common import emit_json
 from signer.trust.errors import FormatError
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    keys = sub.add_parser("keys", help="generate key pairs")
+    keys = sub.add_parser("keys", help="generate key pairs, import public keys")
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
     gen = keys_sub.add_parser("generate", help="write NAME.key (PKCS#8, 0600) and NAME.pub")
     gen.add_argument("name", metavar="NAME")
@@ -22,6 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="encrypt the private key with the passphrase in $VAR",
     )
     gen.set_defaults(handler=generate)
+    imp = keys_sub.add_parser(
+        "import", help="print the public key of a KEYREF (pkcs11:, gpg:, file:) and write NAME.pub"
+    )
+    imp.add_argument("keyref", metavar="KEYREF")
+    imp.add_argument("-o", "--output", type=Path, metavar="NAME.pub")
+    imp.add_argument("--passphrase-env", metavar="VAR", help="passphrase of an encrypted file key")
+    imp.add_argument("--json", action="store_true", help="print the key dict as JSON")
+    imp.set_defaults(handler=import_key)
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -41,4 +50,21 @@ def generate(args: argparse.Namespace) -> int:
     print(f"keyid    {public.keyid}")
     if public.is_ed25519:
         print(f"ed25519  {public.public}")
+    return 0
+
+
+def import_key(args: argparse.Namespace) -> int:
+    from signer.keys.keyimport import public_key_of_keyref, write_pub_file
+
+    public = public_key_of_keyref(args.keyref, passphrase_env=args.passphrase_env)
+    if args.output is not None:
+        write_pub_file(args.output, public)
+    if args.json:
+        emit_json(public.to_dict())
+        return 0
+    print(f"keyid    {public.keyid}")
+    if public.is_ed25519:
+        print(f"ed25519  {public.public}")
+    if args.output is not None:
+        print(f"public   {args.output}")
     return 0

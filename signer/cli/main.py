@@ -20,6 +20,7 @@ GROUPS = (
     "signer.cli.repodata_cmd",
     "signer.cli.feedstock_cmd",
     "signer.cli.service_cmd",
+    "signer.cli.ceremony_cmd",
     "signer.cli.demo_cmd",
 )
 
@@ -39,6 +40,7 @@ COMMAND_GROUP = {
     "db": "signer.cli.service_cmd",
     "service": "signer.cli.service_cmd",
     "submit": "signer.cli.service_cmd",
+    "ceremony": "signer.cli.ceremony_cmd",
     "demo": "signer.cli.demo_cmd",
 }
 

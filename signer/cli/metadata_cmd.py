@@ -20,7 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     create = root_sub.add_parser("create", help="write an unsigned root")
     create.add_argument("--root-key", action="append", required=True, metavar="PUB")
-    create.add_argument("--threshold", type=positive_int, default=1)
+    create.add_argument(
+        "--threshold", type=positive_int, help="root keys needed (default: a majority)"
+    )
     create.add_argument("--key-mgr-key", action="append", required=True, metavar="PUB")
     create.add_argument("--key-mgr-threshold", type=positive_int, default=1)
     create.add_argument("--version", type=positive_int, default=1)
@@ -31,7 +33,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rotate = root_sub.add_parser("rotate", help="write unsigned root N+1 from root N")
     rotate.add_argument("previous", metavar="PREV.root.json")
     rotate.add_argument("--root-key", action="append", metavar="PUB")
-    rotate.add_argument("--threshold", type=positive_int)
+    rotate.add_argument(
+        "--threshold",
+        type=positive_int,
+        help="root keys needed (default: the old threshold if the key count is unchanged, "
+        "else a majority)",
+    )
     rotate.add_argument("--key-mgr-key", action="append", metavar="PUB")
     rotate.add_argument("--key-mgr-threshold", type=positive_int)
     add_expires(rotate, DEFAULT_ROOT_DAYS)
@@ -62,6 +69,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     sign.add_argument("file", metavar="FILE")
     sign.add_argument("--key", required=True, metavar="KEYREF")
     sign.add_argument("--passphrase-env", metavar="VAR")
+    sign.add_argument(
+        "--trusted",
+        metavar="FILE",
+        help="the current root (for a root or key_mgr) or key_mgr (for pkg_mgr): show what "
+        "changes and refuse a key it does not delegate",
+    )
     sign.set_defaults(handler=metadata_sign)
 
     verify = md_sub.add_parser(
@@ -95,9 +108,11 @@ def _delegation(pubs: list[str], threshold: int, option: str) -> Any:
 
 
 def _write_unsigned(meta: Any, output: Path) -> int:
+    from signer.ceremony.review import refuse_overwrite_of_signed
     from signer.trust.metadata import Signable
     from signer.trust.state import write_atomic
 
+    refuse_overwrite_of_signed(output)
     envelope = Signable(meta.to_signed(), {}, str(output))
     write_atomic(output, envelope.to_bytes())
     print(f"wrote {output}  ({meta.ROLE} v{meta.version}, unsigned, expires {meta.expiration})")
@@ -112,9 +127,15 @@ def _times(days: float) -> tuple[str, str]:
 
 
 def root_create(args: argparse.Namespace) -> int:
+    from signer.ceremony.review import majority
     from signer.trust.metadata import Root
 
-    root_keys = _delegation(args.root_key, args.threshold, "--root-key")
+    threshold = args.threshold
+    if threshold is None:
+        threshold = majority(len(args.root_key))
+        if len(args.root_key) > 1:
+            print(f"root threshold: {threshold} of {len(args.root_key)} (a majority; --threshold)")
+    root_keys = _delegation(args.root_key, threshold, "--root-key")
     km_keys = _delegation(args.key_mgr_key, args.key_mgr_threshold, "--key-mgr-key")
     timestamp, expiration = _times(args.expires)
     meta = Root(args.version, timestamp, expiration, {"root": root_keys, "key_mgr": km_keys})
@@ -128,13 +149,27 @@ def root_rotate(args: argparse.Namespace) -> int:
     prev = parse_metadata(read_file(args.previous, MAX_DELEGATING), args.previous, "root").meta
     assert isinstance(prev, Root)
 
-    def carried(keys: list[str] | None, threshold: int | None, old: Delegation, opt: str) -> Any:
+    from signer.ceremony.review import majority
+
+    def carried(
+        keys: list[str] | None, threshold: int | None, old: Delegation, opt: str, default: int
+    ) -> Any:
         if keys is None:
             return _delegation(list(old.pubkeys), threshold or old.threshold, opt)
-        return _delegation(keys, threshold or 1 if threshold else old.threshold, opt)
+        if threshold is None:
+            # Same number of keys: keep the old rule; otherwise the default, said aloud.
+            threshold = old.threshold if len(keys) == len(old.pubkeys) else default
+            option = opt.replace("key", "threshold")
+            print(f"{opt[2:]} threshold: {threshold} of {len(keys)} ({option} to choose)")
+        return _delegation(keys, threshold, opt)
 
-    root_keys = carried(args.root_key, args.threshold, prev.root_keys, "--root-key")
-    km_keys = carried(args.key_mgr_key, args.key_mgr_threshold, prev.key_mgr_keys, "--key-mgr-key")
+    root_keys = carried(
+        args.root_key, args.threshold, prev.root_keys, "--root-key",
+        majority(len(args.root_key or ())),
+    )  # fmt: skip
+    km_keys = carried(
+        args.key_mgr_key, args.key_mgr_threshold, prev.key_mgr_keys, "--key-mgr-key", 1
+    )
     timestamp, expiration = _times(args.expires)
     meta = Root(prev.version + 1, timestamp, expiration, {"root": root_keys, "key_mgr": km_keys})
     return _write_unsigned(meta, args.output)
@@ -158,6 +193,7 @@ def pkg_mgr_create(args: argparse.Namespace) -> int:
 
 
 def metadata_sign(args: argparse.Namespace) -> int:
+    from signer.ceremony.review import changes, signing_roles
     from signer.keys import resolve_keyref
     from signer.trust.jsonload import MAX_DELEGATING, read_file
     from signer.trust.metadata import parse_metadata
@@ -165,7 +201,32 @@ def metadata_sign(args: argparse.Namespace) -> int:
     from signer.trust.state import write_atomic
 
     doc = parse_metadata(read_file(args.file, MAX_DELEGATING), args.file)
+    trusted = (
+        parse_metadata(read_file(args.trusted, MAX_DELEGATING), args.trusted)
+        if args.trusted
+        else None
+    )
     key = resolve_keyref(args.key, passphrase_env=args.passphrase_env)
+    previous = trusted.meta if trusted is not None and trusted.role == doc.role else None
+    for line in changes(previous, doc.meta):
+        print(line)
+    roles = signing_roles(key.public_key_hex, doc, trusted)
+    if roles:
+        print("signing as: " + "; ".join(roles))
+    elif trusted is not None:
+        raise FormatError(
+            args.key,
+            "--key",
+            f"not delegated: {key.public_key_hex} signs for no role of "
+            f"{args.file} or {args.trusted}; nothing written",
+        )
+    elif doc.role == "root":
+        print(
+            f"WARNING: {key.public_key_hex[:16]}… is not a root key of this root (an old root "
+            "key signing a rotation? --trusted PREV.root.json checks it)"
+        )
+    else:
+        print("WARNING: delegation not checked (--trusted FILE checks that this key may sign)")
     openpgp = doc.role == "root"  # conda reads only OpenPGP-style signatures on roots
     sign_envelope(doc.envelope, key, openpgp=openpgp)
     write_atomic(Path(args.file), doc.envelope.to_bytes())

@@ -11,7 +11,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from signer.keys.material import (
     PrivateKey,
@@ -86,6 +86,10 @@ class KeyHandle:
         return bytes.fromhex(self.signer.sign(message).signature)
 
 
+class _Ref(NamedTuple):
+    keyref: str
+
+
 def _passphrase_handler(passphrase_env: str | None):  # type: ignore[no-untyped-def]
     def handler(secret: str) -> str:
         var = passphrase_env or DEFAULT_PASSPHRASE_ENV
@@ -132,6 +136,10 @@ def resolve_keyref(
         from signer.keys.gpg import load_gpg_key
 
         return load_gpg_key(keyref)
+    if scheme == "pkcs11":
+        from signer.keys.pkcs11 import load as load_pkcs11
+
+        return load_pkcs11(_Ref(keyref))
     handler = _passphrase_handler(passphrase_env)
     if scheme in ("file", "env"):
         location = keyref[len(scheme) + 1 :]
