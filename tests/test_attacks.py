@@ -916,6 +916,7 @@ def test_secret_material_as_keyref_is_refused_unprinted(
         ["sign", pkg, "--feedstock", "numpy", "--key"],
         ["repodata", "sign", world.base / "missing.json", "--key"],
         ["repodata", "sign", world.base / "missing.json", "--key", "env:X", "--mamba-key"],
+        ["keys", "import"],
         ["delegations", "publish", world.source, "--trust", world.trust, "--key"],
     ]
     for label, value in secrets.items():
