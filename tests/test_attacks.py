@@ -26,6 +26,8 @@ wrong feedstock hint                                  only the hinted delegation
      (.conda), and the .tar.bz2 mirror image          `repodata index` exit 2)
 9.1  ./info/index.json, info/INDEX.json, pkg copy     same extraction path (archive)
 9.1  two zip entries of one name                      duplicate zip entry (archive)
+9.1  a zip entry hidden from the central directory;    entries must tile the file up to the
+     a local header naming another file               central directory (archive)
 9.8  info component inflating past 64 MiB; pkg bomb   inflated-size caps while streaming (archive)
 9.7  win-32 sidecar for win-64's same-named file      statement's subdir annotation (subdir)
 9.13 one corrupt artifact among several               each judged; corrupt = exit 1 (archive)
@@ -169,12 +171,21 @@ def test_key_removed_from_the_delegation(world: World, cli: Callable[..., Any]) 
 def test_tampered_artifact_bytes(world: World, cli: Callable[..., Any]) -> None:
     pkg = signed_numpy(world)
     with zipfile.ZipFile(pkg) as zf:
-        member = next(i for i in zf.infolist() if i.filename.startswith("pkg-"))
-    data = bytearray(pkg.read_bytes())
-    data[member.header_offset + 40] ^= 0xFF  # inside the payload, not info/index.json
-    pkg.write_bytes(bytes(data))
+        meta = next(i for i in zf.infolist() if i.filename == "metadata.json")
+        pkg_part = next(i for i in zf.infolist() if i.filename.startswith("pkg-"))
+    original = pkg.read_bytes()
+
+    def flip(member: zipfile.ZipInfo, at: int) -> None:
+        data = bytearray(original)
+        data[member.header_offset + 30 + len(member.filename) + len(member.extra) + at] ^= 0x01
+        pkg.write_bytes(bytes(data))
+
+    flip(meta, 2)  # a byte nothing parses: only the digest can tell
     check, reason = failure(world, cli, pkg)
     assert check == "digest" and "modified" in reason
+    flip(pkg_part, 20)  # inside the compressed payload: the walk or the digest refuses it
+    check, _ = failure(world, cli, pkg)
+    assert check in ("archive", "digest")
 
 
 def test_sidecar_moved_to_another_artifact(world: World, cli: Callable[..., Any]) -> None:
@@ -490,6 +501,44 @@ def test_duplicate_zip_entry(world: World, cli: Callable[..., Any]) -> None:
     _forge_sidecar(world, evil, make_index("evilpkg", "1.0", "h0_0", subdir="linux-64"), "evil")
     check, reason = failure(world, cli, evil)
     assert check == "archive" and "duplicate zip entry" in reason
+    assert world.sign(pkg, "evil") == 0 and verdict(world, cli, pkg)["ok"]  # control
+
+
+def test_zip_entry_hidden_from_the_central_directory(world: World, cli: Callable[..., Any]) -> None:
+    """Rule 7: a local entry the central directory does not list (a streaming extractor
+    reads it, zipfile does not); also a local header naming another file."""
+    from signer.artifacts.build import make_index
+
+    _evilpkg_world(world)
+    pkg = _build(world, "evilpkg", "1.0")
+    shadow = _build(world, "numpy", "99.0", out=world.base / "shadow")
+    with zipfile.ZipFile(pkg) as zf:
+        info_entry = next(i for i in zf.infolist() if i.filename.startswith("info-"))
+    with zipfile.ZipFile(shadow) as zf:
+        numpy_info = next(zf.read(i) for i in zf.infolist() if i.filename.startswith("info-"))
+    lone = world.base / "lone.zip"
+    with zipfile.ZipFile(lone, "w") as out:
+        out.writestr(info_entry.filename, numpy_info)
+    with zipfile.ZipFile(lone) as zf:
+        hidden = lone.read_bytes()[: zf.start_dir]  # local header + data, no directory
+    original = pkg.read_bytes()
+    evil = world.base / "hidden" / pkg.name
+    evil.parent.mkdir()
+    evil.write_bytes(hidden + original)  # zipfile still opens it (offsets shift)
+    with zipfile.ZipFile(evil) as zf:
+        assert zf.read(info_entry.filename) != numpy_info
+    evil_index = make_index("evilpkg", "1.0", "h0_0", subdir="linux-64")
+    _forge_sidecar(world, evil, evil_index, "evil")
+    check, reason = failure(world, cli, evil)
+    assert check == "archive" and "do not follow each other" in reason
+    # A local header whose name differs from the central directory's.
+    data = bytearray(original)
+    at = info_entry.header_offset + 30
+    data[at : at + 4] = b"pkg-"  # the local name now claims the pkg component
+    evil.write_bytes(bytes(data))
+    _forge_sidecar(world, evil, evil_index, "evil")
+    check, reason = failure(world, cli, evil)
+    assert check == "archive" and "local header" in reason
     assert world.sign(pkg, "evil") == 0 and verdict(world, cli, pkg)["ok"]  # control
 
 

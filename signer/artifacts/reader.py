@@ -324,6 +324,37 @@ def _conda_components(
     return info, pkg
 
 
+def _check_tiling(archive: zipfile.ZipFile, handle: IO[bytes], source: str) -> None:
+    """The entries, local header after local header, fill the file up to the central
+    directory: no bytes a stream-reading extractor could take for a hidden entry, no
+    overlapping entries, and each local header names its central-directory entry."""
+    at = 0
+    for entry in sorted(archive.infolist(), key=lambda e: e.header_offset):
+        if entry.header_offset != at:
+            raise FormatError(source, entry.filename, "zip entries do not follow each other")
+        handle.seek(at)
+        header = handle.read(30)
+        if len(header) != 30 or header[:4] != b"PK\x03\x04":
+            raise FormatError(source, entry.filename, "bad zip local header")
+        name_len = int.from_bytes(header[26:28], "little")
+        extra_len = int.from_bytes(header[28:30], "little")
+        encoding = "utf-8" if entry.flag_bits & 0x800 else "cp437"  # zipfile's rule
+        try:
+            expected = entry.orig_filename.encode(encoding)
+        except UnicodeEncodeError:
+            expected = b""
+        if handle.read(name_len) != expected:
+            raise FormatError(source, entry.filename, "local header names another file")
+        at += 30 + name_len + extra_len + entry.compress_size
+        if entry.flag_bits & 0x08:  # a data descriptor follows: optional signature, 32/64-bit
+            handle.seek(at)
+            tail = handle.read(24)
+            size = 4 if tail[:4] == b"PK\x07\x08" else 0
+            at += size + (20 if entry.compress_size >= 0xFFFFFFFF else 12)
+    if at != archive.start_dir:
+        raise FormatError(source, "", "bytes between the zip entries and the central directory")
+
+
 def _open_entry(archive: zipfile.ZipFile, handle: IO[bytes], entry: zipfile.ZipInfo) -> Any:
     if entry.compress_type != zipfile.ZIP_STORED:
         return archive.open(entry)
@@ -340,6 +371,7 @@ def _walk_conda(handle: IO[bytes], walk: _Walk, caps: _Caps) -> None:
 
     with zipfile.ZipFile(handle) as archive:
         info, pkg = _conda_components(archive, walk.source, caps.info)
+        _check_tiling(archive, handle, walk.source)
         # info first: conda-index reads only it; the pkg component must not shadow it.
         for entry, cap in ((info, caps.info), (pkg, 0)):
             if entry is None:
