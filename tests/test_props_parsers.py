@@ -8,10 +8,12 @@ packages), so the parsers are driven past their first checks. Bounded: fast in C
 
 from __future__ import annotations
 
+import atexit
 import copy
 import functools
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -95,6 +97,7 @@ def _encode(obj: Any, data: st.DataObject) -> bytes:
 @functools.cache
 def _world() -> World:
     base = Path(tempfile.mkdtemp(prefix="cf-sign-props-"))
+    atexit.register(shutil.rmtree, base, True)
     world = make_world(base)
     pkg = world.build("numpy", "1.0")
     assert world.sign(pkg, "numpy") == 0
@@ -248,6 +251,7 @@ def _packages() -> dict[str, bytes]:
     from signer.artifacts.build import build_package
 
     out = Path(tempfile.mkdtemp(prefix="cf-sign-props-pkgs-"))
+    atexit.register(shutil.rmtree, out, True)
     return {
         fmt: build_package(out, "numpy", "1.0", "h0_0", subdir="linux-64", fmt=fmt).read_bytes()
         for fmt in ("conda", "tar.bz2")
