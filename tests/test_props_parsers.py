@@ -351,3 +351,20 @@ def test_times(text: str) -> None:
         assert _is_clean(exc), exc
     else:
         assert format_time(moment) == text  # only the one ASCII form parses
+
+
+@PROPS
+@given(data=st.data())
+def test_delegation_sources(data: st.DataObject) -> None:
+    from signer.feedstock.source import parse_source_obj
+
+    world = _world()
+    source = json.loads(world.source.read_text())
+    mutated = _mutate(source, data)
+    try:
+        parsed = parse_source_obj(mutated, str(world.source), world.source.parent)
+    except TrustError as exc:
+        assert _is_clean(exc), exc
+    else:
+        for name, delegation in parsed.delegations.items():
+            assert 1 <= delegation.threshold <= len(delegation.keys), name
