@@ -186,6 +186,19 @@ _record_members = msgspec.json.Decoder(dict[str, msgspec.Raw])
 _for_verifying = msgspec.json.Decoder(_ForVerifying)
 
 
+_OWN = frozenset({*SECTIONS, "signatures", "info"})
+
+
+def _check_others(members: Mapping[str, Any], source: str) -> None:
+    """Members read nowhere else (`removed`, `repodata_version`, unknown ones) are still
+    strict JSON: UTF-8, no duplicate keys, no NaN."""
+    from signer.trust.jsonload import load_json
+
+    for name, raw in members.items():
+        if name not in _OWN and isinstance(raw, msgspec.Raw):
+            load_json(bytes(raw), f"{source}: {name}", MAX_REPODATA)
+
+
 def _info_subdir(raw: Any, source: str) -> str:
     from signer.trust.jsonload import load_json
 
@@ -248,6 +261,7 @@ def read_repodata(path: Path, *, members: bool = True) -> SplitRepodata:
                 f: getattr(doc, a) for f, a in _FIELDS if getattr(doc, a) is not msgspec.UNSET
             }
             _check_unique(data, present, source)
+            _check_others(present, source)
             found = [RawRecord("packages", k, v) for k, v in present.get("packages", {}).items()]
             found += [RawRecord("packages.conda", k, v)
                       for k, v in present.get("packages.conda", {}).items()]  # fmt: skip
@@ -268,6 +282,7 @@ def read_repodata(path: Path, *, members: bool = True) -> SplitRepodata:
     if "signatures" in top:
         maps["signatures"] = signatures
     _check_unique(data, maps, source)
+    _check_others(maps, source)
     _info_subdir(top.get("info"), source)
     return SplitRepodata(source, top, records, signatures)
 
