@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # cf-sign-step.sh [BUILD_DIR]
 #
-# Sign every package conda-build left in BUILD_DIR/<subdir>/ (default: build_artifacts),
-# right before the upload. Shared by the Azure Pipelines template, the GitHub Action and the
+# Sign the recipe variant's outputs (CF_SIGN_OUTPUTS) that conda-build left in
+# BUILD_DIR/<subdir>/ (default: build_artifacts), right before the upload. For pipelines
+# that upload in a step of their own; conda-forge's feedstocks sign inside upload_package
+# (ci-templates/conda-forge-ci-setup/output-signing.patch) instead. Shared by the Azure Pipelines template, the GitHub Action and the
 # conda-smithy snippets, so every CI runs exactly these lines.
 #
 # Environment:
+#   CF_SIGN_OUTPUTS    the package names this build makes, space-separated (required)
 #   CF_SIGN_KEY_VAR    name of the secret variable holding the key (default CF_SIGN_KEY)
 #   CF_SIGN_FEEDSTOCK  feedstock name (default: $FEEDSTOCK_NAME, else the repository name)
 #   CF_SIGN_CHANNEL    target channel (default https://conda.anaconda.org/conda-forge)
@@ -13,6 +16,8 @@
 #                      false: it skips signing with a warning
 #   CF_SIGN            the cf-sign command (default: cf-sign)
 #   CF_SIGN_INSTALL    pip requirement installed when the command is missing (default cf-sign)
+#   CF_SIGN_SERVICE_URL  the trust service: the signed outputs' attestations are submitted
+#                      there (`cf-sign submit`); unset: they are not
 #   conda-smithy's upload condition: UPLOAD_PACKAGES, IS_PR_BUILD; and the providers' own
 #   BUILD_REASON (Azure) and GITHUB_EVENT_NAME (GitHub Actions).
 #
@@ -81,6 +86,29 @@ if ! command -v "${cf_sign}" > /dev/null 2>&1; then
     cf_sign="cf-sign"
 fi
 
-say "signing packages in ${build_dir} for feedstock ${feedstock} (key from \$${key_var})"
-exec "${cf_sign}" sign --build-dir "${build_dir}" --feedstock "${feedstock}" \
+read -r -a names <<< "${CF_SIGN_OUTPUTS:-}"
+if [[ "${#names[@]}" -eq 0 ]]; then
+    say "CF_SIGN_OUTPUTS is empty: name the package(s) this build makes"
+    exit 2
+fi
+output_args=()
+for name in "${names[@]}"; do output_args+=(--output "${name}"); done
+
+say "signing ${names[*]} in ${build_dir} for feedstock ${feedstock} (key from \$${key_var})"
+marker="$(mktemp)"  # sidecars written from now on are newer (nanosecond mtimes)
+trap 'rm -f "${marker}"' EXIT
+"${cf_sign}" sign --build-dir "${build_dir}" "${output_args[@]}" --feedstock "${feedstock}" \
     --key "env:${key_var}" --channel "${channel}"
+
+service="${CF_SIGN_SERVICE_URL:-}"
+if [[ -z "${service}" ]]; then
+    say "CF_SIGN_SERVICE_URL is not set: sidecars stay next to the packages (not submitted)"
+    exit 0
+fi
+# Submit exactly what this step signed: the sidecars newer than the marker.
+signed=()
+while IFS= read -r -d '' sidecar; do
+    signed+=("${sidecar%.sig.json}")
+done < <(find "${build_dir}" -mindepth 2 -maxdepth 2 -name '*.sig.json' -newer "${marker}" -print0)
+say "submitting ${#signed[@]} attestation(s) to ${service}"
+"${cf_sign}" submit "${signed[@]}" --service "${service}"

@@ -49,6 +49,9 @@ def test_ci_sign_then_verify_end_to_end(world: World, cli_process: Callable[...,
     secret = world.secrets["numpy"]
     env = {**CI_ENV, "CF_SIGN_KEY": secret}
     res = cli_process("sign", "--build-dir", bld, "--key", "env:CF_SIGN_KEY", env=env)
+    assert res.code == 2 and "--output" in res.err  # the variant's outputs must be named
+    outputs = ["--output", "numpy", "--output", "numpy-base", "--output", "libnumpy-doc"]
+    res = cli_process("sign", "--build-dir", bld, *outputs, "--key", "env:CF_SIGN_KEY", env=env)
     assert res.code == 0, res.err
     assert secret not in res.out + res.err
     assert res.out.count("signed ") == 3 and "+provenance" in res.out
@@ -76,6 +79,8 @@ def test_ci_sign_then_verify_end_to_end(world: World, cli_process: Callable[...,
         "predicate"
     ]
     assert provenance["runDetails"]["metadata"]["invocationId"] == CI_ENV["flow_run_id"]
+    # CI exports FEEDSTOCK_NAME=numpy-feedstock; both envelopes name the sidecar's feedstock.
+    assert provenance["buildDefinition"]["externalParameters"]["feedstock"] == "numpy"
     deps = provenance["buildDefinition"]["resolvedDependencies"][0]
     assert deps["digest"]["gitCommit"] == CI_ENV["sha"]
 

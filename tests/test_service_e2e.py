@@ -58,7 +58,10 @@ def test_end_to_end(world: World, tmp_path: Path) -> None:
     )
     secret = Path(foo_key[len("file:") :]).read_text()
     env = {**CI_ENV, "CF_SIGN_KEY": secret}
-    code, out, err = run_process("sign", "--build-dir", build, "--key", "env:CF_SIGN_KEY", env=env)
+    code, out, err = run_process(
+        "sign", "--build-dir", build, "--output", "foo", "--output", "libfoo",
+        "--key", "env:CF_SIGN_KEY", env=env,
+    )  # fmt: skip
     assert code == 0, out + err
     code, out, err = run_process("submit", "--build-dir", build, "--service", server.url)
     assert code == 0, out + err

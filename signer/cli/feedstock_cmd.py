@@ -86,7 +86,15 @@ def _add_sign(sub: Subparsers) -> None:
         "--build-dir",
         type=Path,
         metavar="D",
-        help="sign every package in D/<subdir>/ (conda-build output)",
+        help="sign the --output packages in D/<subdir>/ (conda-build output)",
+    )
+    sign.add_argument(
+        "--output",
+        action="append",
+        default=[],
+        metavar="NAME",
+        dest="outputs",
+        help="with --build-dir: a package name the recipe variant builds (repeat)",
     )
     sign.add_argument(
         "--feedstock",
@@ -298,10 +306,21 @@ def sign_cmd(args: argparse.Namespace) -> int:
     for path in artifacts:
         if not path.is_file():
             raise FormatError(str(path), "ARTIFACT", "no such file")
+    if args.outputs and args.build_dir is None:
+        raise FormatError("--output", "NAME", "only with --build-dir")
     if args.build_dir is not None:
-        found = find_artifacts(args.build_dir)
+        # A build dir also holds what other variants or earlier builds left there: sign the
+        # variant's outputs only, never everything that happens to be in a subdir.
+        if not args.outputs:
+            raise FormatError(
+                str(args.build_dir), "--build-dir", "name the variant's outputs (--output NAME)"
+            )
+        outputs = {check_name(n, "--output", "NAME") for n in args.outputs}
+        found = find_artifacts(args.build_dir, outputs)
         if not found:
-            raise FormatError(str(args.build_dir), "--build-dir", "no packages in <subdir>/")
+            raise FormatError(
+                str(args.build_dir), "--build-dir", "no package of the --output names in <subdir>/"
+            )
         artifacts += found
     if not artifacts:
         raise FormatError("sign", "ARTIFACT", "give artifacts or --build-dir D")

@@ -21,6 +21,7 @@ GROUPS = (
     "signer.cli.feedstock_cmd",
     "signer.cli.service_cmd",
     "signer.cli.ceremony_cmd",
+    "signer.cli.rollout_cmd",
     "signer.cli.demo_cmd",
 )
 
@@ -41,6 +42,7 @@ COMMAND_GROUP = {
     "service": "signer.cli.service_cmd",
     "submit": "signer.cli.service_cmd",
     "ceremony": "signer.cli.ceremony_cmd",
+    "rollout": "signer.cli.rollout_cmd",
     "demo": "signer.cli.demo_cmd",
 }
 

@@ -59,10 +59,25 @@ def ci_facts(env: Mapping[str, str]) -> dict[str, str] | None:
     return {k: v for k, v in facts.items() if v is not None}
 
 
+def _feedstock_name(raw: str) -> str:
+    """`zlib-feedstock` or `conda-forge/zlib-feedstock` (as CI exports it) -> `zlib`."""
+    name = raw.strip().rsplit("/", 1)[-1]
+    return name[: -len("-feedstock")] if name.endswith("-feedstock") else name
+
+
 def provenance_statement(
-    artifact_filename: str, sha256: str, facts: Mapping[str, str]
+    artifact_filename: str, sha256: str, facts: Mapping[str, str], feedstock: str | None = None
 ) -> dict[str, Any]:
-    """An SLSA v1 provenance statement for one artifact."""
+    """An SLSA v1 provenance statement for one artifact.
+
+    `feedstock` is the name the sidecar carries; the provenance names the same feedstock
+    (CI exports the repository name, `zlib-feedstock`, where delegations say `zlib`).
+    """
+    facts = dict(facts)
+    if feedstock is not None:
+        facts["feedstock"] = feedstock
+    elif "feedstock" in facts:
+        facts["feedstock"] = _feedstock_name(facts["feedstock"])
     external = {k: facts[k] for k in ("feedstock", "remote_url", "branch", "config") if k in facts}
     build: dict[str, Any] = {
         "buildType": BUILD_TYPE,

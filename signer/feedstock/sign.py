@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +23,7 @@ from signer.trust.attestation import (
     ARTIFACT_SUFFIXES,
     PAYLOAD_TYPE,
     count_signatures,
+    package_name_of,
     parse_sidecar,
     publish_statement,
     sidecar_file_bytes,
@@ -59,8 +60,13 @@ def normalize_feedstock(name: str) -> str:
     return name[: -len("-feedstock")] if name.endswith("-feedstock") else name
 
 
-def find_artifacts(build_dir: Path) -> list[Path]:
-    """Built packages under a conda-build output dir: `<dir>/<subdir>/*.conda|.tar.bz2`."""
+def find_artifacts(build_dir: Path, outputs: Collection[str] | None = None) -> list[Path]:
+    """Built packages under a conda-build output dir: `<dir>/<subdir>/*.conda|.tar.bz2`.
+
+    With `outputs` (the recipe variant's output names), only packages of those names: a
+    build dir also holds what earlier variants or other recipes left there, which this
+    build must not vouch for.
+    """
     if not build_dir.is_dir():
         raise FormatError(str(build_dir), "--build-dir", "not a directory")
     found: list[Path] = []
@@ -68,8 +74,11 @@ def find_artifacts(build_dir: Path) -> list[Path]:
         if not child.is_dir() or not _SUBDIR.match(child.name):
             continue
         for path in sorted(child.iterdir()):
-            if path.is_file() and path.name.endswith(ARTIFACT_SUFFIXES):
-                found.append(path)
+            if not path.is_file() or not path.name.endswith(ARTIFACT_SUFFIXES):
+                continue
+            if outputs is not None and package_name_of(path.name) not in outputs:
+                continue
+            found.append(path)
     return found
 
 
@@ -96,7 +105,7 @@ def build_sidecar(
         )
     ]
     if facts:
-        provenance = provenance_statement(info.filename, info.sha256, facts)
+        provenance = provenance_statement(info.filename, info.sha256, facts, feedstock)
         envelopes.append(_sign_envelope(statement_bytes(provenance), key))
     data = sidecar_file_bytes({"envelopes": envelopes, "feedstock": feedstock})
     # Self-check: a backend (KMS, token) that returned a bad signature fails here, in CI.

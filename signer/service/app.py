@@ -155,13 +155,21 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.service = state
     _install_error_handlers(app)
 
-    from signer.service.routers import admin, attestations, health, signing_events, trust
+    from signer.service.routers import (
+        admin,
+        attestations,
+        health,
+        rollout,
+        signing_events,
+        trust,
+    )
 
     app.include_router(trust.router)
     app.include_router(health.router)
     app.include_router(attestations.router)
     app.include_router(admin.router)
     app.include_router(signing_events.router)
+    app.include_router(rollout.router)
 
     # Each added middleware wraps the ones before: metrics see every answer (413s from the
     # body limit, and the /trust fast path, which answers before FastAPI's routing).

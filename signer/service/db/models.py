@@ -45,6 +45,9 @@ class Feedstock(Base):
     name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
     threshold: Mapped[int] = mapped_column(Integer, default=1)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    # Roll-out stage (off | observe | enforce), migration 0004; see signer/service/stages.py.
+    stage: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
+    stage_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
     keys: Mapped[list[FeedstockKey]] = relationship(
         back_populates="feedstock", cascade="all, delete-orphan", lazy="selectin"
