@@ -141,7 +141,7 @@ def main() -> int:
     cf_sign = [py, "-m", "signer.cli.main"]
     with tempfile.TemporaryDirectory(prefix="cf-sign-bench-") as tmp:
         work = Path(tmp)
-        from signer.ceremony.devrepo import make_dev_trust_repo
+        from signer.devrepo import make_dev_trust_repo
 
         repo = make_dev_trust_repo(work / "dev", with_mamba_key=False)
         path = work / "repodata.json"

@@ -36,10 +36,10 @@ from typing import Any
 import psycopg
 
 from signer.artifacts.reader import ArtifactInfo
-from signer.ceremony.devrepo import make_dev_trust_repo
 from signer.cli.main import main as cli_main
+from signer.devrepo import make_dev_trust_repo
 from signer.feedstock.sign import build_sidecar
-from signer.keys import KeyHandle, generate_key, resolve_keyref
+from signer.keys import KeyHandle, artifact_signer, generate_key
 from signer.service import registry
 from signer.service.db.session import Database
 from signer.service.intake import Intake
@@ -241,9 +241,7 @@ def setup(work: Path, db_url: str) -> dict[str, KeyHandle]:
     for i in range(FEEDSTOCKS):
         name = f"bench{i}"
         key_path, pub_path, _ = generate_key(name, work / "keys")
-        key = resolve_keyref(f"file:{key_path}")
-        assert isinstance(key, KeyHandle)
-        keys[name] = key
+        keys[name] = artifact_signer(f"file:{key_path}")
         with publisher.change("bench") as change:
             registry.create_feedstock(
                 change, name, outputs=[name], keys=[json.loads(pub_path.read_text())]

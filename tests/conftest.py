@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from signer.ceremony.devrepo import DevTrustRepo, make_dev_trust_repo
 from signer.cli.main import main
+from signer.devrepo import DevTrustRepo, make_dev_trust_repo
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-VECTORS = REPO_ROOT.parent / "shared" / "vectors"
+VECTORS = REPO_ROOT / "tests" / "vectors"  # copied from ../shared/vectors (README there)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from securesystemslib.dsse import Envelope
 
-from signer.ceremony.devrepo import DevTrustRepo
+from signer.devrepo import DevTrustRepo
 from signer.feedstock.publish import plan_publication, plan_publication_detailed, write_order
 from signer.feedstock.source import parse_delegations_source, read_delegations_source
 from signer.fetch import LocalSource
@@ -387,7 +387,7 @@ def test_statement_shape_is_exact(tmp_path: Path) -> None:
 
 def test_core_verifier_imports_no_securesystemslib() -> None:
     code = (
-        "import sys, signer.trust.attestation, signer.trust.feedstocks, signer.feedstock.verify;"
+        "import sys, signer.trust.attestation, signer.trust.feedstocks, signer.client;"
         "bad=[m for m in sys.modules if m.split('.')[0] in "
         "('securesystemslib','fastapi','sqlalchemy','starlette','rich','uvicorn','requests')];"
         "print(bad); sys.exit(1 if bad else 0)"

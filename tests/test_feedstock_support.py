@@ -18,8 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from signer.ceremony.devrepo import DevTrustRepo, make_dev_trust_repo
 from signer.cli.main import main
+from signer.devrepo import DevTrustRepo, make_dev_trust_repo
 from signer.keys import KeyHandle, resolve_keyref
 from signer.trust.feedstocks import INDEX_PATH
 from signer.trust.metadata import Signable

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from signer.ceremony.devrepo import DevTrustRepo
+from signer.devrepo import DevTrustRepo
 from signer.repodata.document import read_repodata
 from signer.repodata.profiles import mamba_message, mamba_subset
 from signer.repodata.verify import verify_repodata

@@ -280,11 +280,48 @@ def test_update_root_fails_on_expired_final_root_and_bad_step(tmp_path: Path) ->
 
 
 def test_no_anchor_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(VerificationError, match="--root"):
-        choose_anchor(None, "--root", TrustState(tmp_path / "empty"))
+    with pytest.raises(VerificationError, match="no trusted root") as caught:
+        choose_anchor(None, "root", TrustState(tmp_path / "empty"))
+    assert "--" not in str(caught.value)  # the library names no flag; the CLI adds it
 
 
 def test_state_rejects_corrupt_file(tmp_path: Path) -> None:
     (tmp_path / "versions.json").write_text("[1,2")
     with pytest.raises(FormatError, match="corrupt"):
         TrustState(tmp_path).seen_version("key_mgr.json")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        FormatError("a.json", "signed.version", "expected an integer"),
+        FormatError("a.json", "", "no such file"),
+        VerificationError("pkg.conda", "scope", "not delegated"),
+        ExpiredError("key_mgr.json", "expired at 2020-01-01T00:00:00Z"),
+        RollbackError("key_mgr.json", "version 1 is older than version 2"),
+        ThresholdError("1.root.json", "0 valid, 1 required"),
+    ],
+)
+def test_errors_pickle_with_their_subclass(error: Exception) -> None:
+    import pickle
+
+    back = pickle.loads(pickle.dumps(error))
+    assert type(back) is type(error) and str(back) == str(error)
+    assert back.__dict__ == error.__dict__
+
+
+def test_one_threshold_counter_counts_each_key_once() -> None:
+    from signer.trust.threshold import tally
+
+    tried: list[str] = []
+
+    def check(key: str, sig: str) -> str | None:
+        tried.append(key)
+        return None if sig == "good" else "bad signature"
+
+    pairs = [("a", "bad"), ("a", "good"), ("a", "good"), ("x", "good"), ("b", "bad")]
+    result = tally("role", 2, ["a", "b", "c"], pairs, check)
+    assert result.signed == ("a",) and not result.ok  # "a" twice is still one key
+    assert result.invalid == {"b": "bad signature"} and result.missing == ("c",)
+    assert result.unknown == ("x",) and "x" not in tried  # never checked
+    assert tally("role", 2, ["a", "b"], [("a", "good"), ("b", "good")], check).ok

@@ -1,4 +1,4 @@
-"""The third-party vectors judged as ../shared/vectors/README.md states."""
+"""The third-party vectors (tests/vectors, from ../shared/vectors) judged as their README states."""
 
 from __future__ import annotations
 
@@ -119,3 +119,18 @@ def test_cli_judges_chain_with_clock(cli: Callable[..., CliResult]) -> None:
     # The same chain step is refused once the documents have expired.
     late = cli("metadata", "verify", CCT / "2.root.json", "--trusted", CCT / "1.root.json")
     assert late.code == 1 and "expired" in late.err
+
+
+def test_vectors_are_the_files_that_came_with_their_licences() -> None:
+    import hashlib
+
+    lines = (VECTORS / "SHA256SUMS").read_text().splitlines()
+    listed = {name: digest for digest, name in (line.split("  ", 1) for line in lines)}
+    assert {"conda-content-trust/LICENSE", "mamba/LICENSE"} <= set(listed)
+    for name, digest in listed.items():
+        assert hashlib.sha256((VECTORS / name).read_bytes()).hexdigest() == digest, name
+    # Where the workspace's originals are beside the project, the copies are identical.
+    shared = Path(__file__).resolve().parents[2] / "shared" / "vectors"
+    if shared.is_dir():
+        for name in listed:
+            assert (shared / name).read_bytes() == (VECTORS / name).read_bytes(), name

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from signer.trust.errors import FormatError
+from signer.trust.errors import FormatError, VerificationError
+
+if TYPE_CHECKING:
+    from signer.client.session import SessionConfig, TrustSession
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -32,7 +36,7 @@ def add_trust_options(parser: argparse.ArgumentParser, *, required: bool = True)
     parser.add_argument(
         "--clock-skew",
         metavar="SECONDS",
-        type=float,
+        type=non_negative_seconds,
         default=60.0,
         help="allowed clock skew for expiry checks (default 60)",
     )
@@ -80,6 +84,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= value < float("inf"):  # NaN fails both comparisons
+        raise argparse.ArgumentTypeError(f"must be a non-negative number of seconds: {text!r}")
+    return value
+
+
 def positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -97,36 +111,70 @@ def now_from(args: argparse.Namespace) -> datetime:
     return parse_time(at, "--at", "TIME") if at else system_clock()
 
 
+def session_config(args: argparse.Namespace) -> SessionConfig:
+    """--clock-skew, --timeout and --at as the session's configuration."""
+    from signer.client.session import SessionConfig
+    from signer.trust.timefmt import parse_time
+
+    at = getattr(args, "at", None)
+    return SessionConfig(
+        clock_skew=timedelta(seconds=getattr(args, "clock_skew", 60.0)),
+        timeout=getattr(args, "timeout", 20.0),
+        at=parse_time(at, "--at", "TIME") if at else None,
+    )
+
+
+def open_session(args: argparse.Namespace) -> TrustSession:
+    """The verifier session for --trust/--root/--state-dir (FormatError naming the flag)."""
+    from signer.client.session import TrustSession
+
+    config = session_config(args)
+    root = Path(args.root) if args.root else None
+    try:
+        return TrustSession.open(args.trust, root=root, state_dir=args.state_dir, config=config)
+    except FormatError as exc:
+        if exc.source == str(args.trust) and not exc.field:
+            raise FormatError(exc.source, "--trust", exc.reason) from None
+        raise
+
+
 def skew_from(args: argparse.Namespace) -> timedelta:
-    skew = getattr(args, "clock_skew", 60.0)
-    if skew < 0:
-        raise FormatError("--clock-skew", "SECONDS", "must be >= 0")
-    return timedelta(seconds=skew)
-
-
-def state_from(args: argparse.Namespace, location: str) -> Any:
-    from signer.fetch import default_state_dir
-    from signer.trust.state import TrustState
-
-    return TrustState(args.state_dir or default_state_dir(location))
+    return session_config(args).clock_skew
 
 
 def load_trust(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    """(source, state, trusted root, trusted key_mgr) for --trust/--root/--state-dir."""
-    from signer.fetch import open_source
-    from signer.trust.jsonload import MAX_DELEGATING, read_file
-    from signer.trust.repository import choose_anchor, load_key_mgr, update_root
+    """Deprecated (use `open_session`): (source, state, root, key_mgr) of a refreshed session."""
+    session = open_session(args)
+    try:
+        session.refresh()
+    finally:
+        report_notices(session)
+    return session.source, session.state, session.root, session.key_mgr
 
-    source = open_source(args.trust, timeout=args.timeout)
-    if not source.location.startswith("http") and not Path(args.trust).is_dir():
-        raise FormatError(args.trust, "--trust", "not a directory or an http(s) URL")
-    state = state_from(args, source.location)
-    given = read_file(args.root, MAX_DELEGATING) if args.root else None
-    anchor = choose_anchor(given, args.root or "--root", state)
-    now, skew = now_from(args), skew_from(args)
-    root = update_root(source.fetch, anchor, now, skew, state)
-    key_mgr = load_key_mgr(source.fetch, root, now, skew, state)
-    return source, state, root, key_mgr
+
+def report_notices(session: TrustSession) -> None:
+    """What the session wants the user told (e.g. a state root it ignored), on stderr."""
+    for notice in session.notices:
+        sys.stderr.write(f"cf-sign: note: {notice}\n")
+
+
+def verification_hint(exc: VerificationError) -> VerificationError:
+    """The library's failure with the flag that would fix it, where one would."""
+    if exc.check == "trust anchor":
+        return VerificationError(exc.subject, exc.check, exc.reason + "; pass --root FILE")
+    return exc
+
+
+@contextmanager
+def flags(mapping: dict[str, str]) -> Iterator[None]:
+    """Name the command-line flag in a library's FormatError about one of its fields."""
+    try:
+        yield
+    except FormatError as exc:
+        flag = mapping.get(exc.field)
+        if flag is None:
+            raise
+        raise FormatError(exc.source, flag, exc.reason) from None
 
 
 def emit_json(obj: Any) -> None:

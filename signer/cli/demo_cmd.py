@@ -57,7 +57,7 @@ def _fresh_dir(path: Path) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     from signer.artifacts.build import build_package
-    from signer.ceremony.devrepo import make_dev_trust_repo
+    from signer.devrepo import make_dev_trust_repo
 
     base: Path = args.dir
     _fresh_dir(base)

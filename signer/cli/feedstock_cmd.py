@@ -11,9 +11,9 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from signer.cli.common import add_expires, add_trust_options, emit_json
+from signer.cli.common import add_expires, add_trust_options, emit_json, flags
 from signer.trust.errors import FormatError, VerificationError
 
 if TYPE_CHECKING:
@@ -180,55 +180,24 @@ COMMANDS = {
 # ----------------------------------------------------------------------------- delegations
 
 
-def _latest_root(trust: Path) -> Any:
-    from signer.trust.jsonload import MAX_DELEGATING, read_file
-    from signer.trust.metadata import parse_metadata
-
-    versions = []
-    for path in trust.glob("*.root.json"):
-        head = path.name.split(".", 1)[0]
-        if head.isdigit():
-            versions.append((int(head), path))
-    if not versions:
-        return None
-    _, path = max(versions)
-    return parse_metadata(read_file(str(path), MAX_DELEGATING), str(path), "root").meta
-
-
 def delegations_publish(args: argparse.Namespace) -> int:
-    from signer.feedstock.publish import plan_publication_detailed, write_order
+    from signer.feedstock.publish import publish_to_directory
     from signer.feedstock.source import read_delegations_source
-    from signer.fetch import LocalSource
-    from signer.keys import resolve_keyref
-    from signer.trust.state import write_atomic
+    from signer.keys import channel_signer
     from signer.trust.timefmt import system_clock
 
-    trust: Path = args.trust
-    if not trust.is_dir():
-        raise FormatError(str(trust), "--trust", "not a directory")
     source = read_delegations_source(args.source)
-    signers = [resolve_keyref(k, passphrase_env=args.passphrase_env) for k in args.key]
-    root = _latest_root(trust)
-    if root is not None:
-        allowed = set(root.key_mgr_keys.pubkeys)
-        for ref, signer in zip(args.key, signers, strict=True):
-            if signer.public_key_hex not in allowed:
-                raise FormatError(ref, "--key", f"not one of root v{root.version}'s key_mgr keys")
-    fetch = LocalSource(trust).fetch
-    bins = args.bins
-    if bins is None:
-        bins = _published_bins(fetch) or 256
-    plan = plan_publication_detailed(
-        source.delegations,
-        fetch,
-        signers,
-        bins=bins,
-        expires_days=args.expires,
-        now=system_clock(),
-    )
-    for path in write_order(plan.files):
-        if not args.dry_run:
-            write_atomic(trust / path, plan.files[path])
+    signers = [channel_signer(k, passphrase_env=args.passphrase_env) for k in args.key]
+    with flags({"trust directory": "--trust", "key": "--key"}):
+        plan, bins = publish_to_directory(
+            args.trust,
+            source.delegations,
+            signers,
+            bins=args.bins,
+            expires_days=args.expires,
+            now=system_clock(),
+            dry_run=args.dry_run,
+        )
     verb = "would write" if args.dry_run else "wrote"
     for bin_name, reason in sorted(plan.changed_bins.items()):
         print(f"{verb} feedstocks/{bin_name}.json  ({reason})")
@@ -244,14 +213,6 @@ def delegations_publish(args: argparse.Namespace) -> int:
             "(provision them with `cf-sign feedstock provision`)"
         )
     return 0
-
-
-def _published_bins(fetch: Any) -> int | None:
-    from signer.trust.feedstocks import INDEX_PATH, parse_index
-    from signer.trust.jsonload import MAX_FEEDSTOCKS
-
-    data = fetch(INDEX_PATH, MAX_FEEDSTOCKS)
-    return parse_index(data)[0].bins if data is not None else None
 
 
 def delegations_import(args: argparse.Namespace) -> int:
@@ -278,24 +239,16 @@ def delegations_import(args: argparse.Namespace) -> int:
 
 
 def _load_key(args: argparse.Namespace) -> KeyHandle:
-    from signer.keys import KeyHandle, load_public_key, resolve_keyref
+    from signer.keys import artifact_signer, load_public_key
 
     public = load_public_key(args.public_key) if args.public_key else None
-    key = resolve_keyref(args.key, public=public, passphrase_env=args.passphrase_env)
-    if not isinstance(key, KeyHandle):
-        raise FormatError(args.key, "--key", "GnuPG keys sign root metadata only, not artifacts")
-    return key
+    return artifact_signer(args.key, public=public, passphrase_env=args.passphrase_env)
 
 
 def sign_cmd(args: argparse.Namespace) -> int:
-    from signer.feedstock.sign import (
-        DEFAULT_CHANNEL,
-        find_artifacts,
-        normalize_feedstock,
-        sign_artifacts,
-    )
+    from signer.feedstock.sign import DEFAULT_CHANNEL, find_artifacts, sign_artifacts
     from signer.trust.attestation import check_channel
-    from signer.trust.feedstocks import check_name
+    from signer.trust.feedstocks import check_name, normalize_feedstock
 
     raw_name = args.feedstock or os.environ.get("FEEDSTOCK_NAME", "")
     if not raw_name:
@@ -316,7 +269,8 @@ def sign_cmd(args: argparse.Namespace) -> int:
                 str(args.build_dir), "--build-dir", "name the variant's outputs (--output NAME)"
             )
         outputs = {check_name(n, "--output", "NAME") for n in args.outputs}
-        found = find_artifacts(args.build_dir, outputs)
+        with flags({"build directory": "--build-dir"}):
+            found = find_artifacts(args.build_dir, outputs)
         if not found:
             raise FormatError(
                 str(args.build_dir), "--build-dir", "no package of the --output names in <subdir>/"
@@ -326,26 +280,26 @@ def sign_cmd(args: argparse.Namespace) -> int:
         raise FormatError("sign", "ARTIFACT", "give artifacts or --build-dir D")
     delegation = None
     if args.trust:
-        from signer.cli.common import load_trust, now_from, skew_from
-        from signer.trust.feedstocks import verify_feedstock_delegation
+        from signer.cli.common import open_session, report_notices, verification_hint
 
-        source, state, root, _ = load_trust(args)
+        session = open_session(args)
         try:
-            delegation = verify_feedstock_delegation(
-                source.fetch, root.meta, feedstock, now_from(args), skew_from(args), state
-            )
+            delegation = session.delegation(feedstock).delegation
         except VerificationError as exc:
             if exc.check != "delegation":
-                raise
+                raise verification_hint(exc) from None
             raise FormatError(feedstock, "--feedstock", exc.reason) from None
-    signed = sign_artifacts(
-        artifacts,
-        feedstock=feedstock,
-        load_key=lambda: _load_key(args),
-        channel=channel,
-        out_dir=args.out_dir,
-        delegation=delegation,
-    )
+        finally:
+            report_notices(session)
+    with flags({"key": "--key", "feedstock": "--feedstock", "output directory": "--out-dir"}):
+        signed = sign_artifacts(
+            artifacts,
+            feedstock=feedstock,
+            load_key=lambda: _load_key(args),
+            channel=channel,
+            out_dir=args.out_dir,
+            delegation=delegation,
+        )
     for item in signed:
         extra = " +provenance" if item.provenance else ""
         print(
@@ -359,8 +313,7 @@ def sign_cmd(args: argparse.Namespace) -> int:
 
 
 def verify_cmd(args: argparse.Namespace) -> int:
-    from signer.cli.common import load_trust, now_from, skew_from
-    from signer.feedstock.verify import Verdict, failed, verify_artifact
+    from signer.cli.common import open_session, report_notices
 
     paths: list[Path] = args.artifacts
     for path in paths:
@@ -370,30 +323,13 @@ def verify_cmd(args: argparse.Namespace) -> int:
             raise FormatError(str(path), "ARTIFACT", "no such file")
     if args.sig is not None and len(paths) != 1:
         raise FormatError("--sig", "FILE", "applies to a single ARTIFACT")
-    verdicts: list[Verdict] = []
-    try:
-        source, state, root, _ = load_trust(args)
-    except VerificationError as exc:
-        # Nothing verifies without the trust documents: the same failure for every artifact.
-        verdicts = [failed(path.name, exc) for path in paths]
-    else:
-        now, skew = now_from(args), skew_from(args)
-        cache: dict[str, Any] = {}  # feedstock -> verified delegation (or why not)
-        for path in paths:
-            try:
-                verdict = verify_artifact(
-                    path,
-                    source=source,
-                    root=root.meta,
-                    state=state,
-                    now=now,
-                    skew=skew,
-                    sig=args.sig,
-                    cache=cache,
-                )
-            except VerificationError as exc:
-                verdict = failed(path.name, exc)
-            verdicts.append(verdict)
+    session = open_session(args)
+    verdicts = [session.verify_artifact(path, args.sig) for path in paths]
+    verdicts = [
+        v._replace(reason=f"{v.reason}; pass --root FILE") if v.check == "trust anchor" else v
+        for v in verdicts
+    ]
+    report_notices(session)
     if args.json:
         emit_json([v.to_json() for v in verdicts])
     else:

@@ -19,10 +19,13 @@ GROUPS = (
     "signer.cli.metadata_cmd",
     "signer.cli.repodata_cmd",
     "signer.cli.feedstock_cmd",
+    "signer.cli.channel_cmd",
+    "signer.cli.mirror_cmd",
     "signer.cli.service_cmd",
     "signer.cli.ceremony_cmd",
     "signer.cli.rollout_cmd",
     "signer.cli.demo_cmd",
+    "signer.cli.conda_cmd",
 )
 
 # Top-level command -> its group, so a run builds only the parser it needs.
@@ -37,6 +40,8 @@ COMMAND_GROUP = {
     "sign": "signer.cli.feedstock_cmd",
     "verify": "signer.cli.feedstock_cmd",
     "feedstock": "signer.cli.feedstock_cmd",
+    "channel": "signer.cli.channel_cmd",
+    "mirror": "signer.cli.mirror_cmd",
     "serve": "signer.cli.service_cmd",
     "db": "signer.cli.service_cmd",
     "service": "signer.cli.service_cmd",
@@ -44,6 +49,7 @@ COMMAND_GROUP = {
     "ceremony": "signer.cli.ceremony_cmd",
     "rollout": "signer.cli.rollout_cmd",
     "demo": "signer.cli.demo_cmd",
+    "conda": "signer.cli.conda_cmd",
 }
 
 
@@ -57,7 +63,9 @@ class _Parser(argparse.ArgumentParser):
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser, or only `command`'s group when it is known (faster start-up)."""
     parser = _Parser(prog="cf-sign", description="Content trust for conda-forge.")
-    parser.add_argument("--version", action="version", version="cf-sign 0.1.0")
+    from signer import __version__
+
+    parser.add_argument("--version", action="version", version=f"cf-sign {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     group = COMMAND_GROUP.get(command or "")

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from signer.cli.common import add_expires, emit_json, non_negative_days, now_from, positive_int
+from signer.cli.common import (
+    add_expires,
+    emit_json,
+    non_negative_seconds,
+    now_from,
+    positive_int,
+)
 from signer.trust.errors import FormatError, VerificationError
 
 DEFAULT_ROOT_DAYS = 365.0
@@ -87,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="the trusted root (for a root or key_mgr) or key_mgr (for pkg_mgr)",
     )
     verify.add_argument("--at", metavar="TIME", help="check expiry as of this UTC time")
-    verify.add_argument("--clock-skew", metavar="SECONDS", type=non_negative_days, default=60.0)
+    verify.add_argument("--clock-skew", metavar="SECONDS", type=non_negative_seconds, default=60.0)
     verify.add_argument("--json", action="store_true")
     verify.set_defaults(handler=metadata_verify)
 
@@ -194,7 +200,7 @@ def pkg_mgr_create(args: argparse.Namespace) -> int:
 
 def metadata_sign(args: argparse.Namespace) -> int:
     from signer.ceremony.review import changes, signing_roles
-    from signer.keys import resolve_keyref
+    from signer.keys import load_key
     from signer.trust.jsonload import MAX_DELEGATING, read_file
     from signer.trust.metadata import parse_metadata
     from signer.trust.signing import sign_envelope
@@ -206,7 +212,7 @@ def metadata_sign(args: argparse.Namespace) -> int:
         if args.trusted
         else None
     )
-    key = resolve_keyref(args.key, passphrase_env=args.passphrase_env)
+    key = load_key(args.key, passphrase_env=args.passphrase_env)
     previous = trusted.meta if trusted is not None and trusted.role == doc.role else None
     for line in changes(previous, doc.meta):
         print(line)
@@ -228,7 +234,7 @@ def metadata_sign(args: argparse.Namespace) -> int:
     else:
         print("WARNING: delegation not checked (--trusted FILE checks that this key may sign)")
     openpgp = doc.role == "root"  # conda reads only OpenPGP-style signatures on roots
-    sign_envelope(doc.envelope, key, openpgp=openpgp)
+    sign_envelope(doc.envelope, key.root_signer() if openpgp else key.channel_signer())
     write_atomic(Path(args.file), doc.envelope.to_bytes())
     style = "OpenPGP-style" if openpgp else "raw"
     print(
@@ -241,11 +247,10 @@ def metadata_sign(args: argparse.Namespace) -> int:
 
 
 def metadata_verify(args: argparse.Namespace) -> int:
-    from signer.trust.chain import check_not_expired, verify_root_self, verify_root_update
+    from signer.cli.common import flags
     from signer.trust.jsonload import MAX_DELEGATING, read_file
-    from signer.trust.metadata import KeyMgr, Root, parse_metadata
-    from signer.trust.repository import verify_key_mgr
-    from signer.trust.threshold import verify_threshold
+    from signer.trust.metadata import parse_metadata
+    from signer.trust.repository import check_document
     from signer.trust.timefmt import timedelta_seconds
 
     doc = parse_metadata(read_file(args.file, MAX_DELEGATING), args.file)
@@ -255,41 +260,9 @@ def metadata_verify(args: argparse.Namespace) -> int:
         else None
     )
     now, skew = now_from(args), timedelta_seconds(args.clock_skew)
-    results: list[tuple[str, Any]] = []
     try:
-        if doc.role == "root":
-            if trusted is None:
-                results.append(("self", verify_root_self(doc)))
-                what = f"root v{doc.meta.version}: self-signature"
-            else:
-                step = verify_root_update(trusted, doc)
-                results += [
-                    ("old root keys", step.by_old_keys),
-                    ("new root keys", step.by_new_keys),
-                ]
-                what = f"root v{trusted.meta.version} -> v{doc.meta.version}"
-        elif doc.role == "key_mgr":
-            if trusted is None or not isinstance(trusted.meta, Root):
-                raise FormatError(
-                    args.file, "--trusted", "a key_mgr is checked against a trusted root"
-                )
-            results.append(("root's key_mgr keys", verify_key_mgr(doc, trusted.meta)))
-            what = f"key_mgr v{doc.meta.version} under root v{trusted.meta.version}"
-        else:
-            if trusted is None or not isinstance(trusted.meta, KeyMgr):
-                raise FormatError(
-                    args.file, "--trusted", "a pkg_mgr is checked against a trusted key_mgr"
-                )
-            result = verify_threshold(
-                doc.envelope.canonical,
-                doc.envelope.signatures,
-                trusted.meta.pkg_mgr_keys,
-                "pkg_mgr",
-                allow_openpgp=False,
-            ).require(args.file)
-            results.append(("key_mgr's pkg_mgr keys", result))
-            what = f"pkg_mgr v{doc.meta.version} under key_mgr v{trusted.meta.version}"
-        check_not_expired(doc.meta, args.file, now, skew)
+        with flags({"trusted": "--trusted"}):
+            what, results = check_document(doc, trusted, now, skew)
     except VerificationError as exc:
         if args.json:
             emit_json({"file": args.file, "ok": False, "check": exc.check, "reason": exc.reason})

@@ -118,20 +118,26 @@ def _progress(total: int) -> tuple[Any, Any]:
 
 
 def repodata_verify(args: argparse.Namespace) -> int:
-    from signer.cli.common import load_trust
+    from signer.cli.common import open_session, report_notices, verification_hint
     from signer.repodata.document import read_repodata
-    from signer.repodata.parallel import default_jobs
-    from signer.repodata.verify import verify_repodata
+    from signer.trust.errors import VerificationError
 
     split = read_repodata(args.repodata, members=False)
-    _, _, root, key_mgr = load_trust(args)
+    session = open_session(args)
+    try:
+        session.refresh()
+    except VerificationError as exc:
+        raise verification_hint(exc) from None
+    finally:
+        report_notices(session)
+    root, key_mgr = session.root, session.key_mgr
     pkg_mgr = key_mgr.meta.pkg_mgr_keys
     progress, advance = _progress(len(split.records))
     if progress is not None:
         progress.start()
     try:
-        report = verify_repodata(split, pkg_mgr, jobs=args.jobs or default_jobs(),
-                                 check_mamba=args.mamba, on_progress=advance)  # fmt: skip
+        report = session.verify_repodata(split, jobs=args.jobs, check_mamba=args.mamba,
+                                         on_progress=advance)  # fmt: skip
     finally:
         if progress is not None:
             progress.stop()

@@ -16,7 +16,7 @@ from typing import Any
 
 from signer.feedstock.source import source_entry
 from signer.trust.errors import FormatError
-from signer.trust.feedstocks import FeedstockDelegation, check_name
+from signer.trust.feedstocks import FeedstockDelegation, check_feedstock_name
 from signer.trust.keys import PublicKey
 
 DEFAULT_SECRET_VAR = "CF_SIGN_KEY"
@@ -42,28 +42,14 @@ def make_feedstock_key(
     outputs: tuple[str, ...] = (),
 ) -> Provisioned:
     """A new key pair; writes only `<dir>/<feedstock>.pub` (the secret is returned)."""
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    from signer.keys.material import new_private_key, public_key_of, secret_text
 
-    from signer.keys.material import ed25519_seed, private_pem, public_key_of
-
-    check_name(feedstock, "NAME", "feedstock")
-    if feedstock.endswith("-feedstock"):
-        raise FormatError(feedstock, "NAME", "give the feedstock name without -feedstock")
+    check_feedstock_name(feedstock, feedstock, "feedstock name")
     pub_path = directory / f"{feedstock}.pub"
     if pub_path.exists():
         raise FormatError(str(pub_path), "", "already exists; not replacing a feedstock's key")
-    if keytype == "ed25519":
-        key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey = (
-            ed25519.Ed25519PrivateKey.generate()
-        )
-        seed = ed25519_seed(key)
-        assert seed is not None
-        secret = seed.hex()
-    elif keytype == "ecdsa-p256":
-        key = ec.generate_private_key(ec.SECP256R1())
-        secret = private_pem(key, None).decode("ascii").strip().replace("\n", "\\n")
-    else:
-        raise FormatError(keytype, "--type", "expected ed25519 or ecdsa-p256")
+    key = new_private_key(keytype)
+    secret = secret_text(key)
     public = public_key_of(key)
     directory.mkdir(parents=True, exist_ok=True)
     pub_path.write_text(json.dumps(public.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -13,7 +13,10 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
 
+from signer.trust import layout
 from signer.trust.errors import FormatError
 from signer.trust.feedstocks import (
     BIN_CHOICES,
@@ -28,12 +31,19 @@ from signer.trust.feedstocks import (
     parse_index,
 )
 from signer.trust.jsonload import MAX_FEEDSTOCKS
-from signer.trust.metadata import Signable
+from signer.trust.metadata import Root, Signable
 from signer.trust.repository import Fetch
-from signer.trust.signing import MessageSigner, sign_envelope
+from signer.trust.signing import MessageSigner, RawSigner, sign_envelope
 from signer.trust.timefmt import expiry_after, format_time, parse_time
 
 DEFAULT_EXPIRES_DAYS = 90.0
+
+
+class KeyedSigner(MessageSigner, Protocol):
+    """A key_mgr signer that can name its KEYREF in messages."""
+
+    @property
+    def keyref(self) -> str: ...
 
 
 @dataclass
@@ -53,7 +63,7 @@ def _signed_bytes(
 ) -> bytes:
     envelope = Signable(dict(signed), {}, source)
     for signer in signers:
-        sign_envelope(envelope, signer, openpgp=False)  # raw, as conda requires for key_mgr
+        sign_envelope(envelope, RawSigner(signer))  # raw, as conda requires for key_mgr
     return envelope.to_bytes()
 
 
@@ -83,9 +93,9 @@ def plan_publication_detailed(
 ) -> PublicationPlan:
     """See `plan_publication`; also says why each bin changed (for people and logs)."""
     if bins not in BIN_CHOICES:
-        raise FormatError("--bins", "", f"must be one of {BIN_CHOICES}, got {bins}")
+        raise FormatError("bins", "", f"must be one of {BIN_CHOICES}, got {bins}")
     if not signers:
-        raise FormatError("--key", "", "at least one key_mgr key is needed to sign")
+        raise FormatError("key_mgr keys", "", "at least one is needed to sign")
     now = now.replace(microsecond=0)
     timestamp, expiration = format_time(now), expiry_after(expires_days, now)
     # Documents expiring within `refresh_days` are re-signed even when unchanged.
@@ -182,5 +192,62 @@ def plan_publication(
 
 
 def write_order(files: Mapping[str, bytes]) -> list[str]:
-    """Bins first, the index last."""
-    return sorted(files, key=lambda path: (path == INDEX_PATH, path))
+    """Bins first, the index last (the layout's one write order)."""
+    return layout.write_order(files)
+
+
+def newest_root_in(directory: Path) -> Root | None:
+    """The newest `N.root.json` of a trust directory (None when it holds none)."""
+    from signer.trust.jsonload import MAX_DELEGATING, read_file
+    from signer.trust.metadata import parse_metadata
+
+    name = layout.newest_root(path.name for path in directory.glob("*" + layout.ROOT_SUFFIX))
+    if name is None:
+        return None
+    path = directory / name
+    return parse_metadata(read_file(str(path), MAX_DELEGATING), str(path), "root").meta
+
+
+def published_bins(fetch: Fetch) -> int | None:
+    """How many bins the published index uses (None before the first publication)."""
+    data = fetch(INDEX_PATH, MAX_FEEDSTOCKS)
+    return parse_index(data)[0].bins if data is not None else None
+
+
+def publish_to_directory(
+    directory: Path,
+    delegations: Mapping[str, FeedstockDelegation],
+    signers: Sequence[KeyedSigner],
+    *,
+    bins: int | None = None,
+    expires_days: float = DEFAULT_EXPIRES_DAYS,
+    now: datetime,
+    dry_run: bool = False,
+) -> tuple[PublicationPlan, int]:
+    """`delegations publish` into a trust directory: (plan, bins used).
+
+    The signers must be the newest root's key_mgr keys (FormatError naming the KEYREF
+    otherwise); files are written in the layout's order (bins, then the index).
+    """
+    from signer.fetch import LocalSource
+    from signer.trust.state import write_atomic
+
+    if not directory.is_dir():
+        raise FormatError(str(directory), "trust directory", "not a directory")
+    root = newest_root_in(directory)
+    if root is not None:
+        allowed = set(root.key_mgr_keys.pubkeys)
+        for signer in signers:
+            if signer.public_key_hex not in allowed:
+                raise FormatError(
+                    signer.keyref, "key", f"not one of root v{root.version}'s key_mgr keys"
+                )
+    fetch = LocalSource(directory).fetch
+    used = bins if bins is not None else (published_bins(fetch) or 256)
+    plan = plan_publication_detailed(
+        delegations, fetch, signers, bins=used, expires_days=expires_days, now=now
+    )
+    if not dry_run:
+        for path in write_order(plan.files):
+            write_atomic(directory / path, plan.files[path])
+    return plan, used

@@ -32,6 +32,7 @@ from signer.trust.attestation import (
 )
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.feedstocks import FeedstockDelegation
+from signer.trust.feedstocks import normalize_feedstock as normalize_feedstock  # re-export
 from signer.trust.state import write_atomic
 
 if TYPE_CHECKING:
@@ -54,12 +55,6 @@ class SignedArtifact:
     provenance: bool
 
 
-def normalize_feedstock(name: str) -> str:
-    """`numpy-feedstock` (a repository name, as CI exports it) -> `numpy`."""
-    name = name.strip()
-    return name[: -len("-feedstock")] if name.endswith("-feedstock") else name
-
-
 def find_artifacts(build_dir: Path, outputs: Collection[str] | None = None) -> list[Path]:
     """Built packages under a conda-build output dir: `<dir>/<subdir>/*.conda|.tar.bz2`.
 
@@ -68,7 +63,7 @@ def find_artifacts(build_dir: Path, outputs: Collection[str] | None = None) -> l
     build must not vouch for.
     """
     if not build_dir.is_dir():
-        raise FormatError(str(build_dir), "--build-dir", "not a directory")
+        raise FormatError(str(build_dir), "build directory", "not a directory")
     found: list[Path] = []
     for child in sorted(build_dir.iterdir()):
         if not child.is_dir() or not _SUBDIR.match(child.name):
@@ -131,12 +126,12 @@ def check_delegated(
 ) -> None:
     if key.keyid not in delegation.keys:
         raise FormatError(
-            key.keyref, "--key", f"key {key.keyid} is not delegated for feedstock {feedstock}"
+            key.keyref, "key", f"key {key.keyid} is not delegated for feedstock {feedstock}"
         )
     if not delegation.in_scope(info.name):
         raise FormatError(
             info.filename,
-            "--feedstock",
+            "feedstock",
             f"package {info.name!r} is not in feedstock {feedstock}'s scope",
         )
 
@@ -184,7 +179,7 @@ def sign_artifacts(
         )
     targets = [target for target, _, _ in planned]
     if len(set(targets)) != len(targets):
-        raise FormatError(str(out_dir), "--out-dir", "two artifacts share a file name")
+        raise FormatError(str(out_dir), "output directory", "two artifacts share a file name")
     for target, data, _ in planned:
         write_atomic(target, data)
     return [signed for _, _, signed in planned]

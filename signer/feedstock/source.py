@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from signer.trust.errors import FormatError
-from signer.trust.feedstocks import FeedstockDelegation, check_name
+from signer.trust.feedstocks import FeedstockDelegation, check_feedstock_name, check_name
 from signer.trust.jsonload import load_json, read_file
 from signer.trust.keys import PublicKey
 from signer.trust.metadata import is_public_key_hex, require_exact_keys
@@ -129,9 +129,7 @@ def parse_source_obj(obj: object, source: str, base: Path) -> DelegationsSource:
     owners: dict[str, str] = {}  # keyid -> the feedstock that lists it
     for name, entry in obj.items():
         where = str(name)
-        check_name(name, source, where)
-        if name.endswith("-feedstock"):
-            raise FormatError(source, where, "feedstock names are given without -feedstock")
+        check_feedstock_name(name, source, where)
         data: Mapping[str, Any] = require_exact_keys(entry, _ENTRY_KEYS, source, where, _OPTIONAL)
         raw_keys = data["keys"]
         if not isinstance(raw_keys, list):

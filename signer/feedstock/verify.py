@@ -1,4 +1,7 @@
-"""`cf-sign verify`: one artifact end to end (section 4, rules 2-4).
+"""Deprecated: verify through `signer.client.TrustSession.verify_artifact` instead.
+
+Kept, unchanged, only until the branches written against it (the conda plugin) move to the
+session; `cf-sign verify` no longer uses it. One artifact end to end (section 4, rules 2-4).
 
 Kept lean on purpose (start-up budget): the trust core, the stdlib fetcher and the artifact
 reader only; no securesystemslib, no web or database framework.

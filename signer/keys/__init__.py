@@ -1,172 +1,96 @@
-"""KEYREF resolution, key generation and public-key arguments.
+"""Keys by purpose: KEYREF resolution, key generation and public-key arguments.
 
-A KEYREF is a signer URI: `file:PATH`, `env:VAR` (here), and the backends registered in
-securesystemslib's `SIGNER_FOR_URI_SCHEME`. Everything returns a `KeyHandle`, which is both
-the securesystemslib `Signer` (for DSSE) and the core's `MessageSigner` (channel layer).
+A KEYREF is a signer URI: `file:PATH`, `env:VAR`, `gpg:FPR` and the backends registered in
+`signer.keys.registry` (which also reaches securesystemslib's `SIGNER_FOR_URI_SCHEME`).
+Callers say what they need the key for:
+
+- `artifact_signer(ref)`: a securesystemslib Signer for DSSE attestations (any key type);
+- `channel_signer(ref)`: raw ed25519 signatures (key_mgr, pkg_mgr, delegations, repodata);
+- `root_signer(ref)`: OpenPGP-style signatures, the form conda reads on roots (GnuPG
+  natively; a raw ed25519 key with a synthesised header).
+
+A key that cannot serve the purpose is refused with a FormatError naming the KEYREF.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
+from signer.keys.handle import KeyHandle, SigningKey
 from signer.keys.material import (
-    PrivateKey,
-    ed25519_seed,
+    new_private_key,
     parse_private_key,
     private_pem,
     public_key_of,
-    read_key_source,
+    split_keyref,
 )
-from signer.trust import ed25519 as _ed25519
+from signer.keys.memory import DEFAULT_PASSPHRASE_ENV, passphrase_from_env
+from signer.keys.registry import KeyRequest, backend_for, register_backend
 from signer.trust.errors import FormatError
 from signer.trust.keys import PublicKey
 from signer.trust.metadata import is_public_key_hex
 
 if TYPE_CHECKING:
-    from securesystemslib.signer import Signer
-
-    from signer.keys.gpg import GpgKey
-
-DEFAULT_PASSPHRASE_ENV = "CF_SIGN_KEY_PASSPHRASE"
+    from signer.trust.signing import EnvelopeSigner, RawSigner
 
 
-class KeyHandle:
-    """A resolved private key: securesystemslib Signer plus fast raw ed25519 signing.
-
-    For `file:` and `env:` keys the securesystemslib Signer is made on first use: importing
-    securesystemslib costs ~0.4 s, which channel-layer signing never needs.
-    """
-
-    def __init__(
-        self,
-        keyref: str,
-        public: PublicKey,
-        *,
-        signer: Signer | None = None,
-        private_key: PrivateKey | None = None,
-    ) -> None:
-        self.keyref = keyref
-        self.public = public
-        self._signer = signer
-        self._private_key = private_key
-        seed = ed25519_seed(private_key) if private_key is not None else None
-        self._nacl_secret = _ed25519.keypair_from_seed(seed)[1] if seed is not None else None
-
-    @property
-    def signer(self) -> Signer:
-        if self._signer is None:
-            from securesystemslib.signer import SSlibKey
-
-            from signer.keys.local import EnvSigner, FileSigner
-
-            assert self._private_key is not None
-            cls = EnvSigner if self.keyref.startswith("env:") else FileSigner
-            pub = self.public
-            sslib = SSlibKey(pub.keyid, pub.keytype, pub.scheme, {"public": pub.public})
-            self._signer = cls(self._private_key, sslib)
-        return self._signer
-
-    @property
-    def keyid(self) -> str:
-        return self.public.keyid
-
-    @property
-    def public_key_hex(self) -> str:
-        if not self.public.is_ed25519:
-            raise FormatError(self.keyref, "", "channel-layer keys must be ed25519")
-        return self.public.public
-
-    def sign_message(self, message: bytes) -> bytes:
-        if self._nacl_secret is not None:
-            return _ed25519.sign_raw(self._nacl_secret, message)
-        return bytes.fromhex(self.signer.sign(message).signature)
-
-
-class _Ref(NamedTuple):
-    keyref: str
-
-
-def _passphrase_handler(passphrase_env: str | None):  # type: ignore[no-untyped-def]
-    def handler(secret: str) -> str:
-        var = passphrase_env or DEFAULT_PASSPHRASE_ENV
-        value = os.environ.get(var)
-        if value is None:
-            raise FormatError(var, "", f"key is encrypted and ${var} (its {secret}) is not set")
-        return value
-
-    return handler
-
-
-# A seed in hex (alone or after a scheme), PEM armour, or a PIN inside a PKCS#11 URI
-# (RFC 7512 allows `pin-value`): a KEYREF that is secret material pasted on a command line.
-_SEED = re.compile(r"\A\s*([a-z0-9+.-]+:)?\s*[0-9a-fA-F]{64}\s*\Z", re.IGNORECASE)
-_SECRET = re.compile(r"-----BEGIN|PRIVATE KEY|pin-value|pin-source=", re.IGNORECASE)
-NOT_SHOWN = "KEYREF (not shown)"
-
-
-def check_keyref_not_secret(keyref: str) -> None:
-    """Refuse, without echoing it, a KEYREF that is (or holds) the secret itself."""
-    if _SEED.match(keyref) or _SECRET.search(keyref):
-        raise FormatError(
-            NOT_SHOWN,
-            "",
-            "looks like secret key material (a seed, a PEM key or a PIN), not a reference "
-            "to one: put it in an environment variable and pass env:VAR; it was not printed",
-        )
-
-
-def resolve_keyref(
+def load_key(
     keyref: str, *, public: PublicKey | None = None, passphrase_env: str | None = None
-) -> KeyHandle | GpgKey:
-    """Turn a KEYREF into a KeyHandle; a bad reference is a FormatError naming it.
+) -> SigningKey:
+    """Resolve a KEYREF through its backend; a bad reference is a FormatError naming it."""
+    scheme, location = split_keyref(keyref)
+    request = KeyRequest(keyref, scheme, location, public, passphrase_env)
+    loader = backend_for(scheme)
+    if loader is not None:
+        return loader(request)
+    return _securesystemslib_key(request)
 
-    The KEYREF is echoed in errors only after it is known not to be secret material.
-    """
-    check_keyref_not_secret(keyref)
-    scheme, sep, _ = keyref.partition(":")
-    if not sep:
-        raise FormatError(
-            NOT_SHOWN, "", "a KEYREF looks like file:PATH or env:VAR (the value is not shown)"
-        )
-    if scheme == "gpg":
-        from signer.keys.gpg import load_gpg_key
 
-        return load_gpg_key(keyref)
-    if scheme == "pkcs11":
-        from signer.keys.pkcs11 import load as load_pkcs11
+# The name other modules have used; the same function.
+resolve_keyref = load_key
 
-        return load_pkcs11(_Ref(keyref))
-    handler = _passphrase_handler(passphrase_env)
-    if scheme in ("file", "env"):
-        location = keyref[len(scheme) + 1 :]
-        if not location:
-            raise FormatError(keyref, "", f"expected {scheme}:LOCATION")
-        data, described = read_key_source(scheme, location)
-        passphrase = handler("passphrase").encode("utf-8") if b"ENCRYPTED" in data else None
-        key = parse_private_key(data, described, passphrase)
-        return KeyHandle(keyref, public_key_of(key), private_key=key)
+
+def artifact_signer(
+    keyref: str, *, public: PublicKey | None = None, passphrase_env: str | None = None
+) -> KeyHandle:
+    """A key that signs DSSE attestations (ed25519 or ECDSA; any Signer backend)."""
+    return load_key(keyref, public=public, passphrase_env=passphrase_env).artifact_signer()
+
+
+def channel_signer(keyref: str, *, passphrase_env: str | None = None) -> RawSigner:
+    """An ed25519 key making raw signatures (key_mgr, pkg_mgr, delegations, repodata)."""
+    return load_key(keyref, passphrase_env=passphrase_env).channel_signer()
+
+
+def root_signer(keyref: str, *, passphrase_env: str | None = None) -> EnvelopeSigner:
+    """An ed25519 key making OpenPGP-style signatures (roots)."""
+    return load_key(keyref, passphrase_env=passphrase_env).root_signer()
+
+
+def _securesystemslib_key(request: KeyRequest) -> KeyHandle:
     from securesystemslib.signer import SIGNER_FOR_URI_SCHEME, Signer, SSlibKey
 
-    from signer.keys.local import LOCAL_SIGNERS
+    from signer.keys import local  # registers file: and env: with securesystemslib
 
-    assert set(LOCAL_SIGNERS) <= set(SIGNER_FOR_URI_SCHEME)  # file:/env: registered too
+    assert set(local.LOCAL_SIGNERS) <= set(SIGNER_FOR_URI_SCHEME)
 
-    if scheme not in SIGNER_FOR_URI_SCHEME:
-        raise FormatError(keyref, "", f"unsupported key scheme {scheme!r}")
+    if request.scheme not in SIGNER_FOR_URI_SCHEME:
+        raise FormatError(request.keyref, "", f"unsupported key scheme {request.scheme!r}")
+    public = request.public
     if public is None:
-        raise FormatError(keyref, "", "this key scheme needs the public key (--public-key)")
+        raise FormatError(request.keyref, "", "this key scheme needs the public key")
     sslib = SSlibKey(public.keyid, public.keytype, public.scheme, {"public": public.public})
     try:
-        signer = Signer.from_priv_key_uri(keyref, sslib, handler)
+        backend = Signer.from_priv_key_uri(
+            request.keyref, sslib, lambda what: passphrase_from_env(request.passphrase_env, what)
+        )
     except FormatError:
         raise
     except Exception as exc:  # backend errors (network, token, agent) vary by backend
-        raise FormatError(keyref, "", f"cannot load signer: {exc}") from None
-    return KeyHandle(keyref, public, signer=signer)
+        raise FormatError(request.keyref, "", f"cannot load signer: {exc}") from None
+    return KeyHandle(request.keyref, public, signer=backend)
 
 
 def load_public_key(arg: str) -> PublicKey:
@@ -197,7 +121,7 @@ def generate_key(
     name: str, directory: Path, keytype: str = "ed25519", passphrase: bytes | None = None
 ) -> tuple[Path, Path, PublicKey]:
     """Write NAME.key (PKCS#8 PEM, 0600) and NAME.pub (key dict); refuse to overwrite."""
-    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+    import os
 
     if not name or "/" in name or name.startswith("."):
         raise FormatError(name, "NAME", "must be a plain file name")
@@ -205,14 +129,7 @@ def generate_key(
     for path in (key_path, pub_path):
         if path.exists():
             raise FormatError(str(path), "", "already exists; not overwriting a key")
-    if keytype == "ed25519":
-        key: ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey = (
-            ed25519.Ed25519PrivateKey.generate()
-        )
-    elif keytype == "ecdsa-p256":
-        key = ec.generate_private_key(ec.SECP256R1())
-    else:
-        raise FormatError(keytype, "--type", "expected ed25519 or ecdsa-p256")
+    key = new_private_key(keytype)
     public = public_key_of(key)
     directory.mkdir(parents=True, exist_ok=True)
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -223,10 +140,18 @@ def generate_key(
 
 
 __all__ = [
+    "DEFAULT_PASSPHRASE_ENV",
     "KeyHandle",
+    "KeyRequest",
+    "SigningKey",
+    "artifact_signer",
+    "channel_signer",
     "ed25519_hex",
     "generate_key",
+    "load_key",
     "load_public_key",
     "parse_private_key",
+    "register_backend",
     "resolve_keyref",
+    "root_signer",
 ]

@@ -8,33 +8,34 @@ The keyring is GnuPG's own (`$GNUPGHOME` or ~/.gnupg).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from securesystemslib.signer import GPGSigner
 
+from signer.keys.handle import SigningKey
+from signer.keys.registry import KeyRequest
 from signer.trust.errors import FormatError
 from signer.trust.keys import PublicKey
 from signer.trust.metadata import Signature
+from signer.trust.signing import EnvelopeSigner
 
 _FPR = re.compile(r"\A[0-9a-fA-F]{40}\Z")
 
 
-@dataclass
-class GpgKey:
+class GpgKey(SigningKey):
     """A GnuPG ed25519 key: makes OpenPGP-style signatures, never raw ones."""
 
-    keyref: str
-    signer: GPGSigner
-    public: PublicKey
-    fingerprint: str
+    KIND = "a GnuPG key (OpenPGP-style signatures, roots only)"
 
-    @property
-    def keyid(self) -> str:
-        return self.public.keyid
+    def __init__(self, keyref: str, signer: GPGSigner, public: PublicKey, fingerprint: str) -> None:
+        super().__init__(keyref, public)
+        self.signer = signer
+        self.fingerprint = fingerprint
 
-    @property
-    def public_key_hex(self) -> str:
-        return self.public.public
+    def root_signer(self) -> EnvelopeSigner:
+        return self
+
+    def signature(self, message: bytes) -> Signature:
+        return self.sign_openpgp(message)
 
     def sign_message(self, message: bytes) -> bytes:
         raise FormatError(self.keyref, "", "GnuPG keys make OpenPGP-style signatures (roots) only")
@@ -65,3 +66,7 @@ def load_gpg_key(keyref: str) -> GpgKey:
         raise FormatError(keyref, "", "not an ed25519 GnuPG key (conda verifies ed25519 only)")
     signer = GPGSigner.from_priv_key_uri(uri, key)
     return GpgKey(keyref, signer, PublicKey.ed25519(q), fingerprint)
+
+
+def load(request: KeyRequest) -> GpgKey:
+    return load_gpg_key(request.keyref)

@@ -19,7 +19,13 @@ from securesystemslib.signer import (
     SSlibKey,
 )
 
-from signer.keys.material import PrivateKey, parse_private_key, public_key_of, read_key_source
+from signer.keys.material import (
+    PrivateKey,
+    parse_private_key,
+    public_key_of,
+    read_key_source,
+    split_keyref,
+)
 from signer.trust.errors import FormatError
 
 PASSPHRASE_SECRET = "passphrase"
@@ -49,8 +55,8 @@ class _LocalSigner(Signer):
     @classmethod
     def load(cls, uri: str, secrets_handler: SecretsHandler | None = None) -> _LocalSigner:
         """Load from `uri` and derive the public key from the private one."""
-        scheme, _, location = uri.partition(":")
-        if scheme != cls.SCHEME or not location:
+        scheme, location = split_keyref(uri)
+        if scheme != cls.SCHEME:
             raise FormatError(uri, "", f"expected {cls.SCHEME}:LOCATION")
         data = cls._read(location)
         passphrase = None

@@ -15,6 +15,59 @@ PrivateKey = ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey
 
 _SEED_RE = re.compile(r"\A[0-9a-fA-F]{64}\Z")
 MAX_KEY_FILE = 64 * 1024
+KEY_TYPES = ("ed25519", "ecdsa-p256")
+LOCAL_SCHEMES = ("file", "env")
+
+
+# A seed in hex (alone or after a scheme), PEM armour, or a PIN inside a PKCS#11 URI
+# (RFC 7512 allows `pin-value`): a KEYREF that is secret material pasted on a command line.
+_SEED = re.compile(r"\A\s*([a-z0-9+.-]+:)?\s*[0-9a-fA-F]{64}\s*\Z", re.IGNORECASE)
+_SECRET = re.compile(r"-----BEGIN|PRIVATE KEY|pin-value|pin-source=", re.IGNORECASE)
+NOT_SHOWN = "KEYREF (not shown)"
+
+
+def check_keyref_not_secret(keyref: str) -> None:
+    """Refuse, without echoing it, a KEYREF that is (or holds) the secret itself."""
+    if _SEED.match(keyref) or _SECRET.search(keyref):
+        raise FormatError(
+            NOT_SHOWN,
+            "",
+            "looks like secret key material (a seed, a PEM key or a PIN), not a reference "
+            "to one: put it in an environment variable and pass env:VAR; it was not printed",
+        )
+
+
+def split_keyref(keyref: str) -> tuple[str, str]:
+    """(scheme, location) of a KEYREF; the one parser of `file:PATH` and `env:VAR`.
+
+    Checked first for secret material, so no error after this echoes a secret.
+    """
+    check_keyref_not_secret(keyref)
+    scheme, sep, location = keyref.partition(":")
+    if not sep or not scheme:
+        # Not echoed: a value without a scheme may be the secret itself, pasted by mistake.
+        raise FormatError("KEYREF (not shown)", "", "a KEYREF looks like file:PATH or env:VAR")
+    if scheme in LOCAL_SCHEMES and not location:
+        raise FormatError(keyref, "", f"expected {scheme}:LOCATION")
+    return scheme, location
+
+
+def new_private_key(keytype: str) -> PrivateKey:
+    """A fresh key of `keytype` (ed25519 or ecdsa-p256): the one key generator."""
+    if keytype == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if keytype == "ecdsa-p256":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise FormatError(keytype, "key type", f"expected one of {', '.join(KEY_TYPES)}")
+
+
+def secret_text(key: PrivateKey) -> str:
+    """The private key on one line, for a CI secret variable: the 64-hex ed25519 seed, or
+    PKCS#8 PEM with its line breaks written as `\\n` (which `env:` turns back)."""
+    seed = ed25519_seed(key)
+    if seed is not None:
+        return seed.hex()
+    return private_pem(key, None).decode("ascii").strip().replace("\n", "\\n")
 
 
 def read_key_source(scheme: str, location: str) -> tuple[bytes, str]:
@@ -46,7 +99,7 @@ def parse_private_key(data: bytes, source: str, passphrase: bytes | None) -> Pri
         raise FormatError(source, "", "not a PEM private key or a 64-hex ed25519 seed")
     encrypted = b"ENCRYPTED" in text
     if encrypted and passphrase is None:
-        raise FormatError(source, "", "key is encrypted: pass --passphrase-env VAR")
+        raise FormatError(source, "", "key is encrypted and no passphrase was given")
     try:
         key = serialization.load_pem_private_key(text, passphrase if encrypted else None)
     except ValueError:

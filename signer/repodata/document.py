@@ -251,6 +251,13 @@ def read_repodata(path: Path, *, members: bool = True) -> SplitRepodata:
         raise FormatError(source, "", "is a directory") from None
     except OSError as exc:
         raise FormatError(source, "", f"cannot read: {exc.strerror}") from None
+    return split_repodata(data, source, members=members)
+
+
+def split_repodata(data: bytes, source: str, *, members: bool = True) -> SplitRepodata:
+    """`read_repodata` of bytes already in memory (e.g. fetched); `source` names them."""
+    if len(data) > MAX_REPODATA:
+        raise FormatError(source, "", f"larger than the {MAX_REPODATA}-byte cap")
     if not members:
         try:
             doc = _for_verifying.decode(data)

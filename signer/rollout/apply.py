@@ -42,7 +42,7 @@ class Feedstock:
 def read_feedstocks(registry: Path) -> list[Feedstock]:
     """The feedstock-outputs registry as feedstocks (sorted), with the allowlist's globs."""
     from signer.feedstock.outputs_import import ALLOWLIST_NAME, read_allowlist, read_registry
-    from signer.feedstock.sign import normalize_feedstock
+    from signer.trust.feedstocks import normalize_feedstock
 
     raw, _ = read_registry(registry)
     # A few entries name the repository (`zlib-feedstock`) rather than the feedstock.

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from signer import __version__
 from signer.service.config import Settings, load_settings
 from signer.service.db.migrate import upgrade
 from signer.service.db.session import Database
@@ -147,7 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     app = FastAPI(
         title="cf-sign trust service",
-        version="0.1.0",
+        version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
         responses={422: {"description": "Invalid request body or parameters"}},

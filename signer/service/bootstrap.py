@@ -32,7 +32,7 @@ from signer.trust.metadata import Root, SignedMetadata, parse_metadata
 from signer.trust.timefmt import system_clock
 
 
-def parse_roots(files: Sequence[tuple[str, bytes]]) -> list[tuple[SignedMetadata, bytes]]:
+def parse_roots(files: Sequence[tuple[str, bytes]]) -> list[tuple[SignedMetadata[Root], bytes]]:
     """Parse and order the roots (with their exact bytes); they must form a chain."""
     if not files:
         raise FormatError("--root", "", "at least one root is needed")

@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from signer.service.db.models import Document
 from signer.service.db.session import Database
+from signer.trust import layout
 from signer.trust.timefmt import parse_time, system_clock
 
 Scope = MutableMapping[str, Any]
@@ -51,20 +52,20 @@ class DocumentCollector(Collector):
             with self.db.connect() as conn:
                 rows = conn.execute(
                     select(Document.path, Document.version, Document.expiration).where(
-                        ~Document.path.like("feedstocks/%.json")
-                        | (Document.path == "feedstocks/index.json")
+                        ~Document.path.like(f"{layout.FEEDSTOCKS_DIR}/%.json")
+                        | (Document.path == layout.INDEX)
                     )
                 )
                 docs = list(rows)
         except Exception:  # a scrape must not fail because the database is briefly away
             docs = []
         now = system_clock()
-        roots = [d for d in docs if d[0].endswith(".root.json")]
+        roots = [d for d in docs if layout.is_root_path(d[0])]
         newest_root = max(roots, key=lambda d: d[1], default=None)
         for path, ver, expiration in docs:
-            if path.endswith(".root.json") and newest_root and path != newest_root[0]:
+            if layout.is_root_path(path) and newest_root and path != newest_root[0]:
                 continue
-            label = "root.json" if path.endswith(".root.json") else path
+            label = "root.json" if layout.is_root_path(path) else path
             version.add_metric([label], ver)
             left = parse_time(expiration, path, "expiration") - now
             expiry.add_metric([label], left.total_seconds())

@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 from signer.keys import KeyHandle, resolve_keyref
 from signer.service.db.models import Setting
 from signer.service.errors import NotInitialized
-from signer.trust.errors import FormatError
 
 CONFIG_SETTING = "service_config"
 
@@ -81,10 +80,8 @@ def absolute_keyref(keyref: str) -> str:
 
 def resolve_online_key(keyref: str) -> KeyHandle:
     key = resolve_keyref(keyref)
-    if not isinstance(key, KeyHandle):
-        raise FormatError(keyref, "KEYREF", "online keys must sign raw ed25519 (not gpg:)")
-    key.public_key_hex  # noqa: B018 - raises FormatError unless the key is ed25519
-    return key
+    key.channel_signer()  # refuses a key that cannot sign raw ed25519 (gpg:, ECDSA)
+    return key.artifact_signer()
 
 
 class OnlineKeys:

@@ -46,6 +46,7 @@ from signer.service.db.models import (
 from signer.service.db.session import Database
 from signer.service.online_keys import OnlineKeys, ServiceConfig, load_config, require_config
 from signer.service.publish_dir import PublishDir
+from signer.trust import layout
 from signer.trust.errors import FormatError
 from signer.trust.feedstocks import INDEX_PATH, FeedstockDelegation
 from signer.trust.keys import PublicKey
@@ -56,20 +57,10 @@ from signer.trust.timefmt import expiry_after, format_time, parse_time, system_c
 log = logging.getLogger("cf_sign.service")
 
 ROOT_WARNING = timedelta(days=30)
-KEY_MGR_PATH = "key_mgr.json"
-PKG_MGR_PATH = "pkg_mgr.json"
-
-
-def root_path(version: int) -> str:
-    return f"{version}.root.json"
-
-
-def write_rank(path: str) -> tuple[int, int, str]:
-    """Roots (in version order), key_mgr, pkg_mgr, bins, and the index last."""
-    if path.endswith(".root.json"):
-        return (0, int(path.split(".", 1)[0]), path)
-    order = {KEY_MGR_PATH: 1, PKG_MGR_PATH: 2, INDEX_PATH: 4}
-    return (order.get(path, 3), 0, path)
+KEY_MGR_PATH = layout.KEY_MGR
+PKG_MGR_PATH = layout.PKG_MGR
+root_path = layout.root_path
+write_rank = layout.write_rank  # roots (in version order), key_mgr, pkg_mgr, bins, the index
 
 
 def _signed_info(data: bytes, path: str) -> tuple[int, str]:
@@ -320,7 +311,7 @@ class Publisher:
         self.files.publish(files, order=write_rank)
 
     def write_attestation(self, subdir: str, filename: str, data: bytes) -> None:
-        path = f"attestations/{subdir}/{filename}.sig.json"
+        path = layout.attestation_path(subdir, filename)
         self._notify([path])
         self.files.write_attestation(path, data)
 

@@ -19,19 +19,19 @@ from typing import Any, NamedTuple
 from signer.trust.errors import FormatError, ThresholdError, VerificationError
 from signer.trust.feedstocks import FeedstockDelegation, check_name
 from signer.trust.jsonload import MAX_SIDECAR, load_json
-from signer.trust.metadata import require_exact_keys, require_str
-from signer.trust.threshold import ThresholdResult
+from signer.trust.layout import SIDECAR_SUFFIX as SIDECAR_SUFFIX  # re-exported (its home)
+from signer.trust.layout import sidecar_name as sidecar_name  # re-exported (its home)
+from signer.trust.metadata import is_hex64, require_exact_keys, require_str
+from signer.trust.threshold import ThresholdResult, tally
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PUBLISH_PREDICATE = "https://schemas.conda.org/attestations-publish-1.schema.json"
-SIDECAR_SUFFIX = ".sig.json"
 
 MAX_ENVELOPES = 16
 MAX_SIGNATURES = 64  # per envelope: bounds the work an oversized sidecar can cause
 ARTIFACT_SUFFIXES = (".conda", ".tar.bz2")
 
-_HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 _CHANNEL = re.compile(r"\Ahttps?://[!-~]+\Z")
 # conda subdirs: `noarch`, `linux-64`, `osx-arm64`, `emscripten-wasm32`, ...
 _SUBDIR = re.compile(r"\A[a-z0-9]+(-[a-z0-9_]+)?\Z")
@@ -42,10 +42,6 @@ def pae(payload_type: str, payload: bytes) -> bytes:
     """DSSE v1 pre-authentication encoding: what every signature covers."""
     kind = payload_type.encode("utf-8")
     return b"DSSEv1 %d %b %d %b" % (len(kind), kind, len(payload), payload)
-
-
-def sidecar_name(artifact_filename: str) -> str:
-    return artifact_filename + SIDECAR_SUFFIX
 
 
 def package_name_of(filename: str) -> str | None:
@@ -145,7 +141,7 @@ def parse_statement(payload: bytes, source: str, where: str, *, publish: bool) -
         subject["digest"], {"sha256"}, source, f"{where}.statement.subject[0].digest"
     )
     sha256 = digest["sha256"]
-    if not isinstance(sha256, str) or not _HEX64.match(sha256):
+    if not is_hex64(sha256):
         raise FormatError(
             source,
             f"{where}.statement.subject[0].digest.sha256",
@@ -210,7 +206,7 @@ def parse_envelope(obj: object, source: str, where: str) -> DsseEnvelope:
     for i, entry in enumerate(raw):
         sig = require_exact_keys(entry, {"keyid", "sig"}, source, f"{where}.signatures[{i}]")
         keyid = sig["keyid"]
-        if not isinstance(keyid, str) or not _HEX64.match(keyid):
+        if not is_hex64(keyid):
             raise FormatError(source, f"{where}.signatures[{i}].keyid", "expected a 64-hex keyid")
         sigs.append((keyid, _b64(sig["sig"], source, f"{where}.signatures[{i}].sig")))
     return DsseEnvelope(payload, payload_type, tuple(sigs))
@@ -245,24 +241,11 @@ def count_signatures(
 ) -> ThresholdResult:
     """Valid signatures over the envelope's PAE by the delegation's keys, each key once."""
     message = envelope.pae()
-    valid: list[str] = []
-    invalid: dict[str, str] = {}
-    unknown: set[str] = set()
-    for keyid, signature in envelope.signatures:
-        key = delegation.keys.get(keyid)
-        if key is None:
-            unknown.add(keyid)
-        elif keyid in valid:
-            continue  # a repeated signature by the same key never counts twice
-        elif key.verify(signature, message):
-            valid.append(keyid)
-            invalid.pop(keyid, None)
-        else:
-            invalid[keyid] = "bad signature"
-    missing = tuple(k for k in sorted(delegation.keys) if k not in valid and k not in invalid)
-    return ThresholdResult(
-        role, delegation.threshold, tuple(valid), invalid, missing, tuple(sorted(unknown))
-    )
+
+    def check(keyid: str, signature: bytes) -> str | None:
+        return None if delegation.keys[keyid].verify(signature, message) else "bad signature"
+
+    return tally(role, delegation.threshold, sorted(delegation.keys), envelope.signatures, check)
 
 
 # --------------------------------------------------------------------------- verification
@@ -283,6 +266,7 @@ class AttestationResult(NamedTuple):
     package: str
     channel: str
     envelopes: tuple[EnvelopeCheck, ...]
+    subdir: str = ""  # the publish statement's subdir (checked against the expected one)
 
     @property
     def signatures(self) -> ThresholdResult:
@@ -366,5 +350,5 @@ def verify_sidecar(
             f"({delegation.describe_scope()})",
         )
     return AttestationResult(
-        sidecar.feedstock, artifact_filename, artifact_sha256, name, channel, tuple(checks)
+        sidecar.feedstock, artifact_filename, artifact_sha256, name, channel, tuple(checks), subdir
     )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 from signer.trust.errors import ExpiredError, VerificationError
-from signer.trust.metadata import DelegatingMetadata, Root, SignedMetadata
+from signer.trust.metadata import Root, SignedMetadata
 from signer.trust.threshold import ThresholdResult, verify_threshold
-from signer.trust.timefmt import DEFAULT_CLOCK_SKEW
+from signer.trust.timefmt import DEFAULT_CLOCK_SKEW, format_time, parse_time
 
 
 class RootUpdate(NamedTuple):
@@ -51,12 +51,19 @@ def verify_root_update(trusted: SignedMetadata, candidate: SignedMetadata) -> Ro
     return RootUpdate(new.version, by_old, by_new)
 
 
+class Expiring(Protocol):
+    """Any signed document: channel layer or feedstock layer."""
+
+    @property
+    def expiration(self) -> str: ...
+
+
 def check_not_expired(
-    meta: DelegatingMetadata,
+    meta: Expiring,
     subject: str,
     now: datetime,
     skew: timedelta = DEFAULT_CLOCK_SKEW,
 ) -> None:
-    """Freeze-attack guard: fail once `now` is past expiration by more than `skew`."""
-    if now - skew > meta.expires:
-        raise ExpiredError(subject, f"expired at {meta.expiration} (now {now:%Y-%m-%dT%H:%M:%SZ})")
+    """Freeze-attack guard (rule 2): fail once `now` is past expiration by more than `skew`."""
+    if now - skew > parse_time(meta.expiration, subject, "expiration"):
+        raise ExpiredError(subject, f"expired at {meta.expiration} (now {format_time(now)})")

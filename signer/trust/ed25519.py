@@ -13,8 +13,9 @@ import struct
 import threading
 from collections.abc import Callable
 
-# PyNaCl's compiled module directly: `nacl.bindings` costs ~5 ms of start-up, and this is
-# on the path of every `cf-sign verify`. libsodium has its own one-time initialisation.
+# PyNaCl's compiled module directly, a private name: `nacl.bindings` costs ~5 ms of
+# start-up, and this is on the path of every `cf-sign verify`. pyproject.toml bounds PyNaCl
+# above for this reason; libsodium has its own one-time initialisation.
 from nacl._sodium import ffi as _ffi
 from nacl._sodium import lib as _lib
 

@@ -3,7 +3,8 @@
 Two families, matching the CLI's exit codes: `FormatError` (input could not be read or
 parsed: exit 2 when the file was named on the command line) and `VerificationError`
 (the input parsed but is not trustworthy: exit 1). Every message is one line that names
-the document, the field or check, and the reason.
+the document, the field or check, and the reason. Messages name no command-line flag: the
+CLI adds those (the same errors reach HTTP clients of the service).
 """
 
 from __future__ import annotations
@@ -11,6 +12,21 @@ from __future__ import annotations
 
 class TrustError(Exception):
     """Base of every error cf-sign raises on purpose."""
+
+    def _message(self) -> str:
+        return ""
+
+    def __reduce__(self) -> tuple[object, tuple[type[TrustError], dict[str, str]]]:
+        # Picklable with its subclass (whatever its constructor takes), so errors raised in
+        # worker processes reach the parent intact.
+        return (_rebuild, (type(self), dict(self.__dict__)))
+
+
+def _rebuild(cls: type[TrustError], fields: dict[str, str]) -> TrustError:
+    error = cls.__new__(cls)
+    error.__dict__.update(fields)
+    Exception.__init__(error, error._message())
+    return error
 
 
 def one_line(text: str) -> str:
@@ -30,12 +46,11 @@ class FormatError(TrustError):
         self.source = source
         self.field = field
         self.reason = reason
-        where = f"{source}: {field}" if field else source
-        super().__init__(f"{where}: {reason}")
+        super().__init__(self._message())
 
-    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
-        # Picklable, so errors raised in worker processes reach the parent intact.
-        return (type(self), (self.source, self.field, self.reason))
+    def _message(self) -> str:
+        where = f"{self.source}: {self.field}" if self.field else self.source
+        return f"{where}: {self.reason}"
 
 
 class VerificationError(TrustError):
@@ -46,10 +61,10 @@ class VerificationError(TrustError):
         self.subject = subject
         self.check = check
         self.reason = reason
-        super().__init__(f"{subject}: {check}: {reason}")
+        super().__init__(self._message())
 
-    def __reduce__(self) -> tuple[type, tuple[str, str, str]]:
-        return (VerificationError, (self.subject, self.check, self.reason))
+    def _message(self) -> str:
+        return f"{self.subject}: {self.check}: {self.reason}"
 
 
 class ExpiredError(VerificationError):

@@ -18,38 +18,41 @@ from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 from typing import Any, NamedTuple
 
-from signer.trust.errors import ExpiredError, FormatError, RollbackError, VerificationError
+from signer.trust.chain import check_not_expired
+from signer.trust.errors import FormatError, VerificationError
 from signer.trust.jsonload import MAX_FEEDSTOCKS
 from signer.trust.keys import PublicKey
+
+# Re-exported: the layout module is their home; these names predate it.
+from signer.trust.layout import INDEX
+from signer.trust.layout import bin_path as bin_path
 from signer.trust.metadata import (
+    MAX_VERSION,
     SPEC_VERSION,
     Root,
     Signable,
+    is_hex64,
+    parse_common,
     require_exact_keys,
     require_int,
     require_str,
 )
-from signer.trust.repository import Fetch
+from signer.trust.repository import Fetch, verify_by_key_mgr_keys
 from signer.trust.state import TrustState
-from signer.trust.threshold import ThresholdResult, verify_threshold
-from signer.trust.timefmt import DEFAULT_CLOCK_SKEW, format_time, parse_time
+from signer.trust.threshold import ThresholdResult
+from signer.trust.timefmt import DEFAULT_CLOCK_SKEW, parse_time
 
-INDEX_PATH = "feedstocks/index.json"
 INDEX_TYPE = "feedstocks_index"
 BIN_TYPE = "feedstocks"
+INDEX_PATH = INDEX  # the layout module is its home; the name predates it
 BIN_CHOICES = (16, 256, 4096)
 _PREFIX_LEN = {16: 1, 256: 2, 4096: 3}
 
-_HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 # Feedstock and package names: printable ASCII without whitespace or path separators.
 # Deliberately loose, so conda-forge's whole registry (names such as `_libarchive_static_for_cph`
 # or `r-base`) loads as it is; globs additionally use fnmatch's `*?[]!`.
 _NAME = re.compile(r"\A[!-~]{1,256}\Z")
 _GLOB_CHARS = frozenset("*?[]")
-
-
-def bin_path(bin_name: str) -> str:
-    return f"feedstocks/{bin_name}.json"
 
 
 def bin_id(feedstock: str, bins: int) -> str:
@@ -71,6 +74,23 @@ def check_name(value: object, source: str, where: str, *, glob: bool = False) ->
     if not glob and _GLOB_CHARS.intersection(value):
         raise FormatError(source, where, f"{value!r}: wildcards belong in output_globs")
     return value
+
+
+FEEDSTOCK_SUFFIX = "-feedstock"
+
+
+def normalize_feedstock(name: str) -> str:
+    """`numpy-feedstock` (a repository name, as CI and the registry spell it) -> `numpy`."""
+    name = name.strip()
+    return name[: -len(FEEDSTOCK_SUFFIX)] if name.endswith(FEEDSTOCK_SUFFIX) else name
+
+
+def check_feedstock_name(value: object, source: str, where: str) -> str:
+    """A feedstock name as delegations spell it: a valid name, without `-feedstock`."""
+    name = check_name(value, source, where)
+    if name.endswith(FEEDSTOCK_SUFFIX):
+        raise FormatError(source, where, f"feedstock names are given without {FEEDSTOCK_SUFFIX}")
+    return name
 
 
 def _name_list(obj: object, source: str, where: str, *, glob: bool) -> tuple[str, ...]:
@@ -179,7 +199,7 @@ class FeedstockDelegation:
             raise FormatError(source, f"{where}.keys", "expected a non-empty object of keys")
         keys: dict[str, PublicKey] = {}
         for keyid, raw in raw_keys.items():
-            if not _HEX64.match(keyid):
+            if not is_hex64(keyid):
                 raise FormatError(source, f"{where}.keys.{keyid}", "keyid must be 64 hex digits")
             key = PublicKey.from_dict(raw, source, f"{where}.keys.{keyid[:16]}")
             if key.keyid != keyid:
@@ -208,21 +228,8 @@ class FeedstockDelegation:
 def _common(
     signed: object, source: str, doc_type: str, extra: set[str]
 ) -> tuple[dict[str, Any], int, str, str]:
-    keys = {"type", "version", "timestamp", "expiration", "metadata_spec_version"} | extra
-    data = require_exact_keys(signed, keys, source, "signed")
-    if data["type"] != doc_type:
-        raise FormatError(source, "signed.type", f"expected {doc_type!r}, got {data['type']!r}")
-    version = require_int(data, "version", source, "signed", 1)
-    spec = require_str(data, "metadata_spec_version", source, "signed")
-    if spec != SPEC_VERSION:
-        raise FormatError(
-            source, "signed.metadata_spec_version", f"unsupported {spec!r} (need {SPEC_VERSION})"
-        )
-    timestamp = require_str(data, "timestamp", source, "signed")
-    parse_time(timestamp, source, "signed.timestamp")
-    expiration = require_str(data, "expiration", source, "signed")
-    parse_time(expiration, source, "signed.expiration")
-    return data, version, timestamp, expiration
+    common = parse_common(signed, source, doc_type, extra)
+    return common.data, common.version, common.timestamp, common.expiration
 
 
 class ShardEntry(NamedTuple):
@@ -277,9 +284,11 @@ class FeedstocksIndex(NamedTuple):
                 raise FormatError(source, where, f"bin id must be {_PREFIX_LEN[bins]} hex digits")
             fields = require_exact_keys(entry, {"version", "sha256"}, source, where)
             digest = require_str(fields, "sha256", source, where)
-            if not _HEX64.match(digest):
+            if not is_hex64(digest):
                 raise FormatError(source, f"{where}.sha256", "expected 64 lowercase hex digits")
-            shards[name] = ShardEntry(require_int(fields, "version", source, where, 1), digest)
+            shards[name] = ShardEntry(
+                require_int(fields, "version", source, where, 1, MAX_VERSION), digest
+            )
         return cls(version, timestamp, expiration, bins, shards)
 
 
@@ -360,22 +369,6 @@ def _as_verification(exc: FormatError, subject: str) -> VerificationError:
     return VerificationError(subject, "format", where)
 
 
-def _check_expiry(expiration: str, subject: str, now: datetime, skew: timedelta) -> None:
-    if now - skew > parse_time(expiration, subject, "expiration"):
-        raise ExpiredError(subject, f"expired at {expiration} (now {format_time(now)})")
-
-
-def _key_mgr_signatures(envelope: Signable, root: Root, subject: str) -> ThresholdResult:
-    # Raw signatures only, as for key_mgr: conda rejects OpenPGP-style ones there.
-    return verify_threshold(
-        envelope.canonical,
-        envelope.signatures,
-        root.key_mgr_keys,
-        "key_mgr",
-        allow_openpgp=False,
-    ).require(subject)
-
-
 def _fetch(fetch: Fetch, path: str) -> bytes:
     data = fetch(path, MAX_FEEDSTOCKS)
     if data is None:
@@ -397,10 +390,10 @@ def resolve_feedstock(
         index, envelope = parse_index(data)
     except FormatError as exc:
         raise _as_verification(exc, INDEX_PATH) from None
-    index_sigs = _key_mgr_signatures(envelope, key_mgr_root, INDEX_PATH)
+    index_sigs = verify_by_key_mgr_keys(envelope, key_mgr_root, INDEX_PATH)
     if state is not None:
         state.check_version(INDEX_PATH, index.version, INDEX_PATH)
-    _check_expiry(index.expiration, INDEX_PATH, now, skew)
+    check_not_expired(index, INDEX_PATH, now, skew)
 
     bin_name = bin_id(feedstock, index.bins)
     path = bin_path(bin_name)
@@ -416,16 +409,12 @@ def resolve_feedstock(
         shard, bin_envelope = parse_bin(data, path)
     except FormatError as exc:
         raise _as_verification(exc, path) from None
-    bin_sigs = _key_mgr_signatures(bin_envelope, key_mgr_root, path)
+    bin_sigs = verify_by_key_mgr_keys(bin_envelope, key_mgr_root, path)
     if shard.bin != bin_name:
         raise VerificationError(path, "mix-and-match", f"holds bin {shard.bin}, not {bin_name}")
     # Rollback before mix-and-match: an old bin seen before is reported as what it is.
     if state is not None:
-        seen = state.seen_version(path)
-        if shard.version < seen:
-            raise RollbackError(
-                path, f"version {shard.version} is older than version {seen} seen before"
-            )
+        state.check_version(path, shard.version, path)
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry.sha256:
         raise VerificationError(
@@ -438,7 +427,7 @@ def resolve_feedstock(
         raise VerificationError(
             path, "mix-and-match", f"version {shard.version}, the index lists v{entry.version}"
         )
-    _check_expiry(shard.expiration, path, now, skew)
+    check_not_expired(shard, path, now, skew)
     delegation = shard.delegations.get(feedstock)
     if delegation is None:
         raise VerificationError(

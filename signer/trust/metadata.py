@@ -9,14 +9,25 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar, NamedTuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    NamedTuple,
+    TypeGuard,
+    overload,
+)
 
 from signer.trust.canonical import canonical_bytes
-from signer.trust.errors import FormatError
+from signer.trust.errors import FormatError, VerificationError
 from signer.trust.jsonload import MAX_DELEGATING, load_json
 from signer.trust.timefmt import parse_time
 
 SPEC_VERSION = "0.6.0"
+
+MAX_VERSION = 2**63 - 1  # versions are 64-bit everywhere (the service's database too)
 
 _HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
 _HEX128 = re.compile(r"\A[0-9a-f]{128}\Z")
@@ -24,8 +35,12 @@ _HEX40 = re.compile(r"\A[0-9a-f]{40}\Z")
 _HEX_EVEN = re.compile(r"\A(?:[0-9a-f]{2})+\Z")
 
 
-def is_public_key_hex(value: object) -> bool:
+def is_hex64(value: object) -> TypeGuard[str]:
+    """64 lowercase hex digits: a raw ed25519 public key, a keyid, a sha256 digest."""
     return isinstance(value, str) and _HEX64.match(value) is not None
+
+
+is_public_key_hex = is_hex64
 
 
 def require_exact_keys(
@@ -58,12 +73,21 @@ def _kind(value: object) -> str:
     return names.get(type(value), type(value).__name__)
 
 
-def require_int(obj: Mapping[str, Any], key: str, source: str, where: str, minimum: int) -> int:
+def require_int(
+    obj: Mapping[str, Any],
+    key: str,
+    source: str,
+    where: str,
+    minimum: int,
+    maximum: int | None = None,
+) -> int:
     value = obj[key]
     if not isinstance(value, int) or isinstance(value, bool):
         raise FormatError(source, f"{where}.{key}", f"expected an integer, got {_kind(value)}")
     if value < minimum:
         raise FormatError(source, f"{where}.{key}", f"must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise FormatError(source, f"{where}.{key}", f"must be <= {maximum}, got {value}")
     return value
 
 
@@ -205,9 +229,38 @@ class Delegation(NamedTuple):
         return cls(tuple(keys), threshold)
 
 
-_SIGNED_KEYS = {
-    "type", "version", "metadata_spec_version", "timestamp", "expiration", "delegations",
-}  # fmt: skip
+_COMMON_KEYS = frozenset({"type", "version", "metadata_spec_version", "timestamp", "expiration"})
+_SIGNED_KEYS = _COMMON_KEYS | {"delegations"}
+
+
+class CommonFields(NamedTuple):
+    """The fields every signed document shares (channel layer and feedstock layer)."""
+
+    data: dict[str, Any]  # the whole `signed` object, its keys checked
+    version: int
+    timestamp: str
+    expiration: str
+    metadata_spec_version: str
+
+
+def parse_common(
+    signed: object, source: str, doc_type: str, extra: frozenset[str] | set[str]
+) -> CommonFields:
+    """`signed` with exactly the shared keys plus `extra`; type, version, spec and times checked."""
+    data = require_exact_keys(signed, set(_COMMON_KEYS | extra), source, "signed")
+    if data["type"] != doc_type:
+        raise FormatError(source, "signed.type", f"expected {doc_type!r}, got {data['type']!r}")
+    version = require_int(data, "version", source, "signed", 1, MAX_VERSION)
+    spec = require_str(data, "metadata_spec_version", source, "signed")
+    if spec != SPEC_VERSION:
+        raise FormatError(
+            source, "signed.metadata_spec_version", f"unsupported {spec!r} (need {SPEC_VERSION})"
+        )
+    timestamp = require_str(data, "timestamp", source, "signed")
+    parse_time(timestamp, source, "signed.timestamp")
+    expiration = require_str(data, "expiration", source, "signed")
+    parse_time(expiration, source, "signed.expiration")
+    return CommonFields(data, version, timestamp, expiration, spec)
 
 
 class _MetadataFields(NamedTuple):
@@ -244,22 +297,8 @@ class DelegatingMetadata(_MetadataFields):
 
     @classmethod
     def from_signed(cls, signed: object, source: str) -> DelegatingMetadata:
-        data = require_exact_keys(signed, _SIGNED_KEYS, source, "signed")
-        role = data["type"]
-        if role != cls.ROLE:
-            raise FormatError(source, "signed.type", f"expected {cls.ROLE!r}, got {role!r}")
-        version = require_int(data, "version", source, "signed", 1)
-        spec = require_str(data, "metadata_spec_version", source, "signed")
-        if spec != SPEC_VERSION:
-            raise FormatError(
-                source,
-                "signed.metadata_spec_version",
-                f"unsupported {spec!r} (need {SPEC_VERSION})",
-            )
-        timestamp = require_str(data, "timestamp", source, "signed")
-        parse_time(timestamp, source, "signed.timestamp")
-        expiration = require_str(data, "expiration", source, "signed")
-        parse_time(expiration, source, "signed.expiration")
+        common = parse_common(signed, source, cls.ROLE, {"delegations"})
+        data = common.data
         raw = data["delegations"]
         if not isinstance(raw, dict):
             raise FormatError(source, "signed.delegations", f"expected an object, got {_kind(raw)}")
@@ -272,7 +311,13 @@ class DelegatingMetadata(_MetadataFields):
             name: Delegation.from_dict(raw[name], source, f"signed.delegations.{name}")
             for name in sorted(raw)
         }
-        return cls(version, timestamp, expiration, delegations, spec)
+        return cls(
+            common.version,
+            common.timestamp,
+            common.expiration,
+            delegations,
+            common.metadata_spec_version,
+        )
 
 
 class Root(DelegatingMetadata):
@@ -310,14 +355,35 @@ ROLE_CLASSES: dict[str, type[DelegatingMetadata]] = {
 }
 
 
-class SignedMetadata:
-    """A parsed role with its envelope (signatures and canonical bytes)."""
+if TYPE_CHECKING:
+    from typing_extensions import TypeVar
 
-    __slots__ = ("envelope", "meta")
+    # A bare `SignedMetadata` means any role; `SignedMetadata[Root]` is a root.
+    M = TypeVar("M", bound=DelegatingMetadata, covariant=True, default=DelegatingMetadata)
+    R = TypeVar("R", bound=DelegatingMetadata)
+else:  # typing's own at run time: typing_extensions is not worth its import here
+    from typing import TypeVar
 
-    def __init__(self, meta: DelegatingMetadata, envelope: Signable) -> None:
-        self.meta = meta
+    M = TypeVar("M", bound=DelegatingMetadata, covariant=True)
+    R = TypeVar("R", bound=DelegatingMetadata)
+
+
+class SignedMetadata(Generic[M]):
+    """A parsed role with its envelope (signatures and canonical bytes).
+
+    Typed by role: `parse_metadata(data, name, "root")` is a `SignedMetadata[Root]`, so
+    `.meta.root_keys` type-checks without a cast; `as_role` narrows one of unknown role.
+    """
+
+    __slots__ = ("_meta", "envelope")
+
+    def __init__(self, meta: M, envelope: Signable) -> None:
+        self._meta = meta
         self.envelope = envelope
+
+    @property
+    def meta(self) -> M:
+        return self._meta
 
     @property
     def source(self) -> str:
@@ -325,10 +391,35 @@ class SignedMetadata:
 
     @property
     def role(self) -> str:
-        return self.meta.ROLE
+        return self._meta.ROLE
+
+    def as_role(self, cls: type[R]) -> SignedMetadata[R]:
+        """This document as a `cls` (Root, KeyMgr, PkgMgr), or VerificationError (type)."""
+        meta = self._meta
+        if not isinstance(meta, cls):
+            raise VerificationError(self.source, "type", f"expected {cls.ROLE}, got {self.role}")
+        return SignedMetadata(meta, self.envelope)
 
 
-def parse_metadata(data: bytes, source: str, expected_role: str | None = None) -> SignedMetadata:
+@overload
+def parse_metadata(
+    data: bytes, source: str, expected_role: Literal["root"]
+) -> SignedMetadata[Root]: ...
+@overload
+def parse_metadata(
+    data: bytes, source: str, expected_role: Literal["key_mgr"]
+) -> SignedMetadata[KeyMgr]: ...
+@overload
+def parse_metadata(
+    data: bytes, source: str, expected_role: Literal["pkg_mgr"]
+) -> SignedMetadata[PkgMgr]: ...
+@overload
+def parse_metadata(
+    data: bytes, source: str, expected_role: str | None = None
+) -> SignedMetadata[DelegatingMetadata]: ...
+def parse_metadata(
+    data: bytes, source: str, expected_role: str | None = None
+) -> SignedMetadata[DelegatingMetadata]:
     """Parse a root, key_mgr or pkg_mgr document; `expected_role` pins its type."""
     envelope = Signable.from_bytes(data, source, MAX_DELEGATING)
     role = envelope.signed.get("type")

@@ -1,17 +1,26 @@
-"""The verifier's memory: newest verified root and highest version seen of each document."""
+"""The verifier's memory: newest verified root and highest version seen of each document.
+
+Files: `root.json` (the newest verified root), `roots/N.root.json` (each verified root, so a
+stored root can be checked to chain from the user's anchor without the repository),
+`versions.json` (highest version seen per document path) and `keys.json` (the keys under
+which those versions were seen: when they change, the versions they guarded are dropped,
+DESIGN.md rule 11).
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from signer.trust.errors import FormatError, RollbackError
 
 _VERSIONS = "versions.json"
 _ROOT = "root.json"
+_ROOTS = "roots"
+_KEYS = "keys.json"
 
 
 def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview], mode: int = 0o644) -> None:
@@ -72,8 +81,68 @@ class TrustState:
         except FileNotFoundError:
             return None
 
-    def store_root(self, data: bytes) -> None:
+    def store_root(self, data: bytes, version: int | None = None) -> None:
+        """Keep `data` as the newest root (and, with its version, as `roots/N.root.json`)."""
+        if version is not None:
+            write_atomic(self.path / _ROOTS / f"{version}.root.json", data)
         write_atomic(self.path / _ROOT, data)
+
+    def root_copy(self, version: int) -> bytes | None:
+        """A root verified before (None when this state never kept version `version`)."""
+        try:
+            return (self.path / _ROOTS / f"{version}.root.json").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def _load_keys(self) -> dict[str, str]:
+        file = self.path / _KEYS
+        try:
+            raw = json.loads(file.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except ValueError:
+            raise FormatError(str(file), "", "corrupt state file") from None
+        if not isinstance(raw, dict) or not all(isinstance(v, str) for v in raw.values()):
+            raise FormatError(str(file), "", "corrupt state file")
+        return raw
+
+    def follow_keys(
+        self,
+        role: str,
+        fingerprint: str,
+        guarded: Callable[[str], bool],
+        *,
+        changed: bool = False,
+    ) -> list[str]:
+        """Fast-forward recovery (rule 11): `role`'s keys now have `fingerprint`.
+
+        When they differ from the keys the stored versions were seen under (or, in a state
+        that never recorded them, when `changed` says a verified root just changed them),
+        the versions of the documents `guarded` selects are dropped: a rotation away from
+        a stolen key must not leave clients stuck on versions that key signed.
+        Returns the dropped document paths.
+        """
+        keys = self._load_keys()
+        recorded = keys.get(role)
+        dropped: list[str] = []
+        if (recorded is not None and recorded != fingerprint) or (recorded is None and changed):
+            dropped = self.forget_versions(guarded)
+        if recorded != fingerprint:
+            keys[role] = fingerprint
+            write_atomic(self.path / _KEYS, json.dumps(keys, indent=1, sort_keys=True).encode())
+        return dropped
+
+    def forget_versions(self, which: Callable[[str], bool]) -> list[str]:
+        current = dict(self._load_versions())
+        gone = sorted(name for name in current if which(name))
+        if gone:
+            for name in gone:
+                del current[name]
+            write_atomic(
+                self.path / _VERSIONS, json.dumps(current, indent=1, sort_keys=True).encode()
+            )
+            self._versions = current
+        return gone
 
     def _load_versions(self) -> dict[str, int]:
         if self._versions is None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple, TypeVar
 
 from signer.trust.ed25519 import verify_openpgp, verify_raw
 from signer.trust.errors import ThresholdError
@@ -71,6 +71,44 @@ def check_signature(
     return None if good else "bad signature"
 
 
+S = TypeVar("S")
+
+
+def tally(
+    role: str,
+    threshold: int,
+    authorised: Sequence[str],
+    signatures: Iterable[tuple[str, S]],
+    check: Callable[[str, S], str | None],
+) -> ThresholdResult:
+    """The one threshold counter (channel-layer signatures and DSSE envelopes alike).
+
+    `signatures` are (keyid, signature) pairs in the order they are tried; `check` says
+    why one does not verify (None: it does). Each authorised key counts once however
+    often it signed; signatures by other keys are listed as unknown and never checked.
+    """
+    allowed = set(authorised)
+    valid: list[str] = []
+    counted: set[str] = set()
+    invalid: dict[str, str] = {}
+    unknown: set[str] = set()
+    for keyid, signature in signatures:
+        if keyid not in allowed:
+            unknown.add(keyid)
+        elif keyid in counted:
+            continue  # a repeated signature by the same key never counts twice
+        else:
+            reason = check(keyid, signature)
+            if reason is None:
+                valid.append(keyid)
+                counted.add(keyid)
+                invalid.pop(keyid, None)
+            else:
+                invalid[keyid] = reason
+    missing = tuple(k for k in authorised if k not in counted and k not in invalid)
+    return ThresholdResult(role, threshold, tuple(valid), invalid, missing, tuple(sorted(unknown)))
+
+
 def verify_threshold(
     message: bytes,
     signatures: Mapping[str, Signature],
@@ -81,23 +119,11 @@ def verify_threshold(
     allow_openpgp: bool = True,
 ) -> ThresholdResult:
     """Count the valid signatures over `message` by the keys of `delegation`."""
-    signed: list[str] = []
-    invalid: dict[str, str] = {}
-    missing: list[str] = []
-    for key in delegation.pubkeys:  # unique by construction: each key counts once
-        sig = signatures.get(key)
-        if sig is None:
-            missing.append(key)
-            continue
-        reason = check_signature(
-            key, sig, message, allow_raw=allow_raw, allow_openpgp=allow_openpgp
-        )
-        if reason is None:
-            signed.append(key)
-        else:
-            invalid[key] = reason
-    authorised = set(delegation.pubkeys)
-    unknown = tuple(sorted(k for k in signatures if k not in authorised))
-    return ThresholdResult(
-        role, delegation.threshold, tuple(signed), invalid, tuple(missing), unknown
-    )
+
+    def check(key: str, sig: Signature) -> str | None:
+        return check_signature(key, sig, message, allow_raw=allow_raw, allow_openpgp=allow_openpgp)
+
+    # Delegated keys first, in the delegation's order (unique by construction).
+    ordered = [(k, signatures[k]) for k in delegation.pubkeys if k in signatures]
+    ordered += [(k, s) for k, s in signatures.items() if k not in delegation.pubkeys]
+    return tally(role, delegation.threshold, delegation.pubkeys, ordered, check)

@@ -44,7 +44,7 @@ def parse_time(text: object, source: str, field: str) -> datetime:
 def expiry_after(days: float, now: datetime | None = None) -> str:
     """The expiration string `days` from now (whole seconds)."""
     if days < 0:
-        raise ValueError("--expires takes a non-negative number of days")
+        raise ValueError("expiry takes a non-negative number of days")
     start = (now or system_clock()).replace(microsecond=0)
     return format_time(start + timedelta(days=days))
 

@@ -11,6 +11,7 @@ from signer.service.db.models import Document, Setting
 from signer.service.deps import get_state
 from signer.service.online_keys import CONFIG_SETTING
 from signer.service.schemas import Health
+from signer.trust import layout
 
 router = APIRouter(tags=["operations (public)"])
 
@@ -30,14 +31,14 @@ def healthz(request: Request) -> JSONResponse:
             )
             rows = conn.execute(
                 select(Document.path, Document.version, Document.expiration).where(
-                    Document.path.like("%.root.json") | (Document.path == "feedstocks/index.json")
+                    Document.path.like(f"%{layout.ROOT_SUFFIX}") | (Document.path == layout.INDEX)
                 )
             ).all()
     except Exception as exc:  # any database failure means: not ready
         body = Health(status="degraded", database=f"error: {type(exc).__name__}", initialized=False)
         return JSONResponse(body.model_dump(), status_code=503)
-    roots = [(v, e) for p, v, e in rows if p.endswith(".root.json")]
-    index = [v for p, v, _ in rows if p == "feedstocks/index.json"]
+    roots = [(v, e) for p, v, e in rows if layout.is_root_path(p)]
+    index = [v for p, v, _ in rows if p == layout.INDEX]
     newest = max(roots, default=None)
     body = Health(
         status="ok",

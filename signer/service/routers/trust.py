@@ -28,6 +28,7 @@ from signer.service.db.models import Attestation, Document
 from signer.service.db.session import Database
 from signer.service.deps import get_state
 from signer.service.schemas import ErrorBody
+from signer.trust import layout
 
 router = APIRouter(tags=["trust repository (public)"])
 
@@ -35,7 +36,7 @@ PREFIX = "/trust/"
 IMMUTABLE = "public, max-age=31536000, immutable"
 MUTABLE = "public, max-age=60, must-revalidate"
 ATTESTATION = "public, max-age=300"
-SIDECAR_SUFFIX = ".sig.json"
+SIDECAR_SUFFIX = layout.SIDECAR_SUFFIX
 MAX_ENTRIES = 4096
 
 
@@ -76,7 +77,7 @@ class TrustFiles:
 
     def _query(self, path: str) -> Found | None:
         with self.db.connect() as conn:
-            if path.startswith("attestations/"):
+            if path.startswith(layout.ATTESTATIONS_DIR + "/"):
                 parts = path.split("/")
                 if len(parts) != 3 or not parts[2].endswith(SIDECAR_SUFFIX):
                     return None
@@ -92,7 +93,7 @@ class TrustFiles:
             ).first()
             if row is None:
                 return None
-            cache = IMMUTABLE if path.endswith(".root.json") else MUTABLE
+            cache = IMMUTABLE if layout.is_immutable(path) else MUTABLE
             return Found(row[0], f'"{row[1]}"', cache)
 
 

@@ -1,0 +1,286 @@
+"""Attestation-gated channel signing (section 10).
+
+A record is signed (conda profile by every `keys` key, mamba profile by `mamba_key`) only
+when its artifact's attestation verifies: the sidecar's feedstock delegation (threshold
+and scope), digest == the record's sha256, subject == the file name, subdir == the
+record's. Records without an attestation are "unattested", records whose attestation (or
+record) fails are "refused", with the check and the reason; either kind is left unsigned
+or dropped. Other keys' signatures on a signed record are kept (co-signing); an unsigned
+record keeps none.
+
+Work is split over forked processes (`signer.repodata.parallel`); with a cache (see
+`signer.channel.cache`) a record whose bytes, attestation and delegation are unchanged
+since the last run costs a hash and a stat.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, NamedTuple
+
+import orjson
+
+from signer.channel import cache as cache_file
+from signer.channel.attestations import AttestationStore
+from signer.channel.document import info_subdir, pieces_without, strict_record
+from signer.channel.gate import Gate
+from signer.repodata.document import SplitRepodata
+from signer.repodata.parallel import map_ranges
+from signer.repodata.profiles import conda_message, mamba_message
+from signer.repodata.verify import file_name_problem
+from signer.trust.errors import FormatError, VerificationError
+from signer.trust.signing import MessageSigner
+
+Unattested = Literal["unsigned", "drop"]
+_HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
+
+
+class Refusal(NamedTuple):
+    file: str
+    check: str
+    reason: str
+
+
+@dataclass
+class ChannelSignResult:
+    subdir: str
+    records: int
+    signed: int
+    unattested: list[str]
+    refused: list[Refusal]
+    signatures: dict[str, Any]
+    dropped: list[str]
+    cached: int = 0  # signed from the cache, without verifying again
+    cache_note: str | None = None  # why an existing cache was not used
+    _split: SplitRepodata | None = field(default=None, repr=False)
+
+    @property
+    def complete(self) -> bool:
+        return not self.unattested and not self.refused
+
+    def to_json(self) -> dict[str, Any]:
+        """Section 10's report, exactly."""
+        return {
+            "records": self.records,
+            "signed": self.signed,
+            "unattested": list(self.unattested),
+            "refused": [r._asdict() for r in self.refused],
+        }
+
+    def pieces(self) -> list[bytes | memoryview]:
+        """The signed document (records in `dropped` left out)."""
+        assert self._split is not None
+        return pieces_without(self._split, self.signatures, self.dropped)
+
+
+# Per-record outcomes crossing the process boundary: kept small and picklable.
+_Signed = tuple[Literal["s"], tuple[bytes, ...], bytes | None, cache_file.Entry | None]
+_Missing = tuple[Literal["u"]]
+_Refused = tuple[Literal["r"], str, str]
+_Outcome = _Signed | _Missing | _Refused
+
+
+def _check_keys(gate: Gate, keys: list[MessageSigner], mamba_key: MessageSigner | None) -> None:
+    if not keys:
+        raise FormatError("keys", "", "at least one conda-profile key is needed")
+    delegated = set(gate.pkg_mgr.pubkeys)
+    hexes = [k.public_key_hex for k in keys] + ([mamba_key.public_key_hex] if mamba_key else [])
+    if len(set(hexes)) != len(hexes):
+        raise FormatError("keys", "", "the same key is given twice (one key, one profile)")
+    for hexkey in hexes:
+        if hexkey not in delegated:
+            raise FormatError(
+                f"key {hexkey[:16]}…", "pkg_mgr",
+                "not delegated by the trust repository's key_mgr.json: its signatures "
+                "would not verify",
+            )  # fmt: skip
+
+
+def with_subdir(record: dict[str, Any], subdir: str) -> dict[str, Any]:
+    """libmamba gives a record without `subdir` the repodata's info.subdir: sign that."""
+    return record if "subdir" in record else {**record, "subdir": subdir}
+
+
+def record_problem(record: dict[str, Any], filename: str, subdir: str) -> Refusal | None:
+    problem = file_name_problem(filename, record)
+    if problem is not None:
+        return Refusal(filename, "file-name", problem)
+    sha = record.get("sha256")
+    if not isinstance(sha, str) or not _HEX64.match(sha):
+        return Refusal(filename, "record", "no sha256 of 64 lowercase hex digits")
+    own = record.get("subdir", subdir)
+    if own != subdir:
+        return Refusal(filename, "subdir", f"record subdir {own!r} differs from info.subdir")
+    return None
+
+
+class _Job:
+    """Everything a worker needs; set before forking, inherited copy-on-write."""
+
+    def __init__(
+        self, split: SplitRepodata, subdir: str, gate: Gate, store: AttestationStore,
+        keys: list[MessageSigner], mamba_key: MessageSigner | None,
+        cached: dict[str, cache_file.Entry],
+    ) -> None:  # fmt: skip
+        self.split, self.subdir, self.gate, self.store = split, subdir, gate, store
+        self.keys, self.mamba_key, self.cached = keys, mamba_key, cached
+        self.local = store.directory is not None
+
+    def _from_cache(self, filename: str, digest: bytes) -> _Signed | None:
+        entry = self.cached.get(filename)
+        if entry is None or entry.record != digest:
+            return None
+        if len(entry.signatures) != len(self.keys) or (entry.mamba is None) != (
+            self.mamba_key is None
+        ):
+            return None
+        if self.local:
+            token = self.store.token(self.subdir, filename)
+            if token is None or entry.token != token:
+                return None
+        else:
+            try:
+                found = self.store.get(self.subdir, filename)
+            except VerificationError:
+                return None
+            if found is None or hashlib.sha256(found.data).digest() != entry.attestation:
+                return None
+        try:
+            if self.gate.fingerprint(entry.feedstock) != entry.fingerprint:
+                return None
+        except VerificationError:
+            return None  # verified again below, and refused with the reason
+        return ("s", entry.signatures, entry.mamba, None)
+
+    def one(self, index: int) -> _Outcome:
+        item = self.split.records[index]
+        filename = item.filename
+        digest = hashlib.sha256(item.raw).digest()
+        hit = self._from_cache(filename, digest) if self.cached else None
+        if hit is not None:
+            return hit
+        where = f"{item.section}.{filename}"
+        record, float_free = strict_record(memoryview(item.raw), self.split.source, where)
+        if not isinstance(record, dict):
+            raise FormatError(self.split.source, where, "record is not an object")
+        problem = record_problem(record, filename, self.subdir)
+        if problem is not None:
+            return ("r", problem.check, problem.reason)
+        try:
+            found = self.store.get(self.subdir, filename)
+            if found is None:
+                return ("u",)
+            attested = self.gate.verify_attestation(
+                found.data, filename=filename, sha256=record["sha256"], subdir=self.subdir,
+                package=record["name"], where=found.where,
+            )  # fmt: skip
+        except VerificationError as exc:
+            reason = exc.reason if exc.subject == filename else f"{exc.subject}: {exc.reason}"
+            return ("r", exc.check, reason)
+        message = conda_message(record, float_free=float_free)
+        sigs = tuple(key.sign_message(message) for key in self.keys)
+        mamba = None
+        if self.mamba_key is not None:
+            mamba = self.mamba_key.sign_message(mamba_message(with_subdir(record, self.subdir)))
+        entry = cache_file.Entry(
+            digest, found.token, hashlib.sha256(found.data).digest(), attested.feedstock,
+            attested.fingerprint, sigs, mamba,
+        )  # fmt: skip
+        return ("s", sigs, mamba, entry)
+
+    def run(self, start: int, end: int) -> list[_Outcome]:
+        return [self.one(i) for i in range(start, end)]
+
+
+def _kept_signatures(raw: Any, ours: set[str]) -> dict[str, Any]:
+    """Other keys' signature entries of a record (co-signing); malformed ones are dropped."""
+    try:
+        value = orjson.loads(bytes(raw))
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {k: v for k, v in value.items() if k not in ours and isinstance(v, dict)}
+
+
+def sign_channel(
+    split: SplitRepodata,
+    gate: Gate,
+    store: AttestationStore,
+    keys: list[MessageSigner],
+    mamba_key: MessageSigner | None = None,
+    *,
+    unattested: Unattested = "unsigned",
+    jobs: int = 1,
+    cache_dir: Path | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> ChannelSignResult:
+    """Gate and sign every record; nothing is written here except the cache."""
+    subdir = info_subdir(split)
+    if subdir is None:
+        raise FormatError(split.source, "info.subdir", "missing: records cannot be placed")
+    gate.refresh()  # before forking: every worker starts from the verified key_mgr
+    _check_keys(gate, keys, mamba_key)
+    key_hexes = [k.public_key_hex for k in keys]
+    mamba_hex = mamba_key.public_key_hex if mamba_key else None
+
+    cached: dict[str, cache_file.Entry] = {}
+    note: str | None = None
+    path = mac = scope = None
+    if cache_dir is not None:
+        scope = cache_file.scope_of(subdir, store.location, key_hexes, mamba_hex)
+        mac = cache_file.mac_key(keys[0])
+        path = cache_file.default_cache_path(cache_dir, scope)
+        cached, note = cache_file.load(path, mac, scope)
+
+    # Delegations the cache will ask for, resolved once here: forked workers inherit them
+    # instead of each resolving every feedstock again.
+    for feedstock in sorted({e.feedstock for e in cached.values()}):
+        # A failure is remembered by the session; those records are checked again, refused.
+        with contextlib.suppress(VerificationError):
+            gate.fingerprint(feedstock)
+    job = _Job(split, subdir, gate, store, keys, mamba_key, cached)
+    chunks = map_ranges(job.run, len(split.records), jobs, on_chunk=on_progress)
+
+    ours = set(key_hexes) | ({mamba_hex} if mamba_hex else set())
+    signatures: dict[str, Any] = {}
+    missing: list[str] = []
+    refused: list[Refusal] = []
+    entries: dict[str, cache_file.Entry] = {}
+    hits = 0
+    outcomes = (o for chunk in chunks for o in chunk)
+    for item, outcome in zip(split.records, outcomes, strict=True):
+        name = item.filename
+        if outcome[0] == "u":
+            missing.append(name)
+            continue
+        if outcome[0] == "r":
+            refused.append(Refusal(name, outcome[1], outcome[2]))
+            continue
+        _, sigs, mamba, entry = outcome
+        if entry is None:
+            hits += 1
+            entries[name] = cached[name]
+        else:
+            entries[name] = entry
+        record_sigs = {}
+        if name in split.signatures:
+            record_sigs = _kept_signatures(split.signatures[name], ours)
+        for hexkey, sig in zip(key_hexes, sigs, strict=True):
+            record_sigs[hexkey] = {"signature": sig.hex()}
+        if mamba is not None and mamba_hex is not None:
+            record_sigs[mamba_hex] = {"signature": mamba.hex()}
+        signatures[name] = record_sigs
+    if path is not None and mac is not None and scope is not None:
+        cache_file.save(path, mac, scope, entries)
+    dropped = missing + [r.file for r in refused] if unattested == "drop" else []
+    return ChannelSignResult(
+        subdir, len(split.records), len(signatures), missing, refused, signatures, dropped,
+        cached=hits, cache_note=note if cached == {} and note != "no cache yet" else None,
+        _split=split,
+    )  # fmt: skip
