@@ -25,6 +25,8 @@ wrong feedstock hint                                  only the hinted delegation
 9.1  two info/index.json: numpy 99.0 then evilpkg     duplicate member name (archive; sign and
      (.conda), and the .tar.bz2 mirror image          `repodata index` exit 2)
 9.1  ./info/index.json, info/INDEX.json, pkg copy     same extraction path (archive)
+9.1  the evil .conda, attested and channel-signed,     the mirror's reader refuses it
+     offered to `mirror sync`                          (quarantined, the others published)
 9.1  two zip entries of one name                      duplicate zip entry (archive)
 9.1  a zip entry hidden from the central directory;    entries must tile the file up to the
      a local header naming another file               central directory (archive)
@@ -50,8 +52,8 @@ wrong feedstock hint                                  only the hinted delegation
 
 Elsewhere: tests/test_attacks_service_keys.py (9.2 at the service's registry),
 tests/test_state_recovery.py (9.3 recovery after a key_mgr/pkg_mgr compromise,
-9.4 a planted state root), tests/test_service_scopes.py and tests/test_service_db.py
-(9.6, 9.12, 9.13's --db), tests/test_props_parsers.py (9.14: every parser, hypothesis).
+9.4 a planted state root), the service's tests (9.6, 9.11, 9.12, 9.13's --db),
+tests/test_props_parsers.py (9.14: every parser, hypothesis).
 """
 
 from __future__ import annotations
@@ -1093,3 +1095,41 @@ def test_expiration_with_non_ascii_digits(digits: str) -> None:
     with pytest.raises(FormatError, match="expected UTC time"):
         parse_time(f"{digits}-01-01T00:00:00Z", "doc", "expiration")
     assert parse_time("2030-01-01T00:00:00Z", "doc", "expiration").year == 2030  # control
+
+
+def test_mirror_quarantines_two_index_json(tmp_path: Path, cli: Callable[..., Any]) -> None:
+    """Issue 9.1 at the mirror: the archive reader is the same, so the evil .conda (attested
+    by evil's key, channel-signed as evilpkg) is quarantined; the honest ones publish."""
+    from test_mirror import SUBDIR, Upstream, _sub
+
+    from signer.artifacts import ArtifactInfo, hash_file
+    from signer.artifacts.build import build_package, make_index
+    from signer.repodata.index import record_from_artifact
+
+    up = Upstream(make_world(tmp_path), cli)
+    _evilpkg_world(up.world)
+    up.add("numpy")
+    numpy = [("info/index.json", _index("numpy", "99.0"))]
+    aside = build_package(tmp_path / "aside", "evilpkg", "1.0", "h0_0", subdir=SUBDIR,
+                          info_before=numpy)  # fmt: skip
+    up.publish(sign_all=True)  # the repodata without it (index refuses it), then add it:
+    evil = up.dir / aside.name
+    aside.rename(evil)
+    sha, md5, size = hash_file(evil, md5=True)
+    evil_index = make_index("evilpkg", "1.0", "h0_0", subdir=SUBDIR)
+    info = ArtifactInfo(evil, evil.name, "conda", evil_index, sha, size, md5)
+    repodata = up.dir / "repodata.json"
+    doc = json.loads(repodata.read_text())
+    doc["packages.conda"][evil.name] = record_from_artifact(info)
+    doc.pop("signatures", None)
+    repodata.write_text(json.dumps(doc, indent=2))
+    res = cli("repodata", "sign", repodata, "--key", up.world.repo.keyref("pkg_mgr"))
+    assert res.code == 0, res.err
+    _forge_sidecar(up.world, evil, evil_index, "evil")
+    (up.att / f"{evil.name}.sig.json").write_bytes(sidecar_of(evil).read_bytes())
+    res = cli(*up.sync_args())
+    assert res.code == 1, res.out + res.err
+    sub = _sub(res.out)
+    assert [q["file"] for q in sub["quarantined"]] == [evil.name]
+    assert "duplicate" in sub["quarantined"][0]["reason"]
+    assert evil.name not in up.published() and "numpy-1.0-h0_0.conda" in up.published()
