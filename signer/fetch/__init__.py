@@ -195,7 +195,9 @@ class HttpSource(TrustSource):
         except VerificationError:
             raise
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            if deadline.expired:
+            # A socket timeout is the deadline too (each operation's timeout is the whole
+            # budget): whichever fires first, the answer is the same.
+            if deadline.expired or isinstance(getattr(exc, "reason", exc), TimeoutError):
                 raise self._late(subject) from None
             reason = getattr(exc, "reason", None) or exc
             raise VerificationError(subject, "fetch", f"network error: {reason}") from None
