@@ -47,9 +47,13 @@ class SplitRepodata:
         self.complete = complete  # False: only what verifying needs (`top` has just `info`)
 
     @property
-    def subdir(self) -> str:
-        """`info.subdir` (read_repodata has checked it is there)."""
+    def info_subdir(self) -> str:
+        """`info.subdir` (read_repodata has checked it is there and a subdir name)."""
         return _info_subdir(self.top.get("info"), self.source)
+
+    @property
+    def subdir(self) -> str:
+        return self.info_subdir
 
     def to_bytes(self, signatures: dict[str, Any]) -> bytes:
         """The document with `signatures` replaced; every other member byte-identical."""
