@@ -230,6 +230,8 @@ def delegations_import(args: argparse.Namespace) -> int:
     )
     for path in result.skipped[:5]:
         print(f"skipped {path} (not an output record)")
+    for given, name in sorted(result.renamed.items()):
+        print(f"normalised feedstock {given!r} to {name!r} (names are given without -feedstock)")
     return 0
 
 

@@ -220,7 +220,7 @@ class TrustSession:
         where: str | None = None,
     ) -> AttestationResult:
         """Rule 4 without reading the archive: the hint's delegation, threshold, scope,
-        digest, subject name (and the subdir, once the statement binds it).
+        digest, subject name and the subdir the statement binds.
 
         Raises VerificationError when it does not verify, FormatError when the sidecar
         does not parse (the caller knows whether that is bad input or a bad document).

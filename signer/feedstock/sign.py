@@ -120,7 +120,10 @@ def build_sidecar(
 ) -> bytes:
     """Sidecar bytes for one artifact, checked against the key before they are returned."""
     envelopes = [
-        _sign_envelope(statement_bytes(publish_statement(info.filename, info.sha256, channel)), key)
+        _sign_envelope(
+            statement_bytes(publish_statement(info.filename, info.sha256, channel, info.subdir)),
+            key,
+        )
     ]
     if facts:
         provenance = provenance_statement(info.filename, info.sha256, facts, feedstock)

@@ -16,7 +16,13 @@ from typing import Any, NamedTuple
 import msgspec
 import orjson
 
-from signer.repodata.document import SplitRepodata, parse_record_checked
+from signer.repodata.document import (
+    SplitRepodata,
+    check_record_keys,
+    in_both_sections,
+    parse_record_checked,
+    placement_problems,
+)
 from signer.repodata.parallel import map_ranges
 from signer.repodata.profiles import (
     Profile,
@@ -26,6 +32,7 @@ from signer.repodata.profiles import (
     parse_profiles,
 )
 from signer.trust.ed25519 import verify_raw
+from signer.trust.errors import FormatError
 from signer.trust.metadata import Delegation
 
 
@@ -111,12 +118,17 @@ class _SignatureEntry(msgspec.Struct):
 _ENTRIES = msgspec.json.Decoder(dict[str, _SignatureEntry])
 
 
-def _entries(raw: msgspec.Raw) -> dict[str, Any] | None:
+def _entries(
+    raw: msgspec.Raw, source: str = "repodata", filename: str = "?"
+) -> dict[str, Any] | None:
     """keyid -> entry, or None when the member is not an object (the record is unsigned)."""
     try:
         return _ENTRIES.decode(raw)
     except msgspec.DecodeError:  # an entry of another shape: the generic path judges it
-        value = orjson.loads(memoryview(raw))
+        try:
+            value = orjson.loads(memoryview(raw))
+        except orjson.JSONDecodeError as exc:  # e.g. not UTF-8
+            raise FormatError(source, f"signatures.{filename}", f"malformed JSON: {exc}") from None
         return value if isinstance(value, dict) else None
 
 
@@ -234,6 +246,7 @@ def verify_repodata(
     keys = [(k, bytes.fromhex(k)) for k in pkg_mgr.pubkeys]
     threshold = pkg_mgr.threshold
     subdir = split.info_subdir
+    both = in_both_sections(records)
 
     def verify_range(start: int, end: int) -> RangeResult:
         counts = {p: [0, 0, 0] for p in checked}
@@ -250,16 +263,23 @@ def verify_repodata(
             if problem is not None:
                 mismatches += 1
                 failures.append(Failure(filename, "file-name", problem))
+            for what, why in placement_problems(item, record, subdir, both):
+                mismatches += 1
+                failures.append(Failure(filename, what, why))
             raw_sigs = raw_signatures.get(filename)
-            sigs = _entries(raw_sigs) if raw_sigs is not None else None
+            sigs = _entries(raw_sigs, split.source, filename) if raw_sigs is not None else None
             message = None
             if one_will_do and sigs is not None and order[0][0] in sigs:
                 # The common case, threshold 1: the key that signed the last record.
                 sig = _decode(sigs[order[0][0]])
                 message = conda_message(record, float_free=float_free)
+                check_record_keys(item, split.source, message if float_free else None)
                 if sig is not None and verify_raw(order[0][1], sig, message):
                     conda_counts[0] += 1
                     continue
+            if message is None:
+                message = conda_message(record, float_free=float_free)
+                check_record_keys(item, split.source, message if float_free else None)
             rec = _Record(record, float_free, subdir)
             rec.conda = message
             if sigs is None or not any(k in sigs for k, _ in keys):
