@@ -108,7 +108,9 @@ def main() -> int:
         channel = "https://conda.anaconda.org/conda-forge"
         for filename, record in records.items():
             key = handles[owner[record["name"]]]
-            payload = statement_bytes(publish_statement(filename, record["sha256"], channel))
+            payload = statement_bytes(
+                publish_statement(filename, record["sha256"], channel, "linux-64")
+            )
             sig = key.sign_message(pae(PAYLOAD_TYPE, payload))
             envelope = {"payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE,
                         "signatures": [{"keyid": key.keyid,

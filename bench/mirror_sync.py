@@ -149,7 +149,9 @@ def main() -> int:
             import hashlib
 
             sha = hashlib.sha256(pkg.read_bytes()).hexdigest()
-            payload = statement_bytes(publish_statement(pkg.name, sha, "https://x.invalid/c"))
+            payload = statement_bytes(
+                publish_statement(pkg.name, sha, "https://x.invalid/c", "linux-64")
+            )
             sig = key.sign_message(pae(PAYLOAD_TYPE, payload))
             envelope = {"payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE,
                         "signatures": [{"keyid": key.keyid,

@@ -385,7 +385,9 @@ def _fast_sidecars(world: World, records: dict[str, dict[str, Any]], feedstock: 
     att = world.trust / "attestations" / SUBDIR
     att.mkdir(parents=True, exist_ok=True)
     for filename, record in records.items():
-        payload = statement_bytes(publish_statement(filename, record["sha256"], "https://x.io/c"))
+        payload = statement_bytes(
+            publish_statement(filename, record["sha256"], "https://x.io/c", SUBDIR)
+        )
         sig = key.sign_message(pae(PAYLOAD_TYPE, payload))
         signature = {"keyid": key.keyid, "sig": base64.b64encode(sig).decode()}
         envelope = {"payload": base64.b64encode(payload).decode(), "payloadType": PAYLOAD_TYPE,

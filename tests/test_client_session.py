@@ -283,9 +283,14 @@ def test_verified_bins_are_cached_per_entry_and_a_revoked_key_still_fails(world:
     session.forget_delegations()
     assert session.verify_artifact(pkg).ok and session.delegation("evil").feedstock == "evil"
     assert source.asked.count(INDEX_PATH) == 2 and source.asked.count(numpy_bin) == 1
-    # numpy's key is revoked (replaced by evil's): its bin changes, the cache stays warm.
+    # numpy's key is revoked (replaced by a new one): its bin changes, the cache stays warm.
+    secret = world.base / "numpy-new.ci-secret"
+    assert (
+        run("feedstock", "provision", "numpy-new", "--dir", world.fkeys, "--secret-file", secret)
+        == 0
+    )
     entries = world.default_entries()
-    entries["numpy"]["keys"] = ["keys/evil.pub"]
+    entries["numpy"]["keys"] = ["keys/numpy-new.pub"]
     world.write_source(entries)
     assert world.publish() == 0
     source.files.update(CountingSource(world.trust).files)

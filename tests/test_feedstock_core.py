@@ -156,6 +156,7 @@ def test_models_round_trip_and_are_strict(tmp_path: Path) -> None:
 def test_source_formats_keys_and_unprovisioned(tmp_path: Path) -> None:
     a = _key(tmp_path, "a")
     b = _key(tmp_path, "b")
+    c = _key(tmp_path, "c")  # rule 9: a key belongs to one feedstock
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "yaml.yml").write_text(
         "numpy:\n"
@@ -164,7 +165,7 @@ def test_source_formats_keys_and_unprovisioned(tmp_path: Path) -> None:
         "  outputs: [numpy, numpy-base]\n"
         "  output_globs: ['libnumpy*']\n"
         "scipy:\n"
-        f"  keys: ['{a.public.public}']\n"
+        f"  keys: ['{c.public.public}']\n"
         "  outputs: [scipy]\n"
         "newcomer:\n"
         "  keys: []\n"
@@ -175,7 +176,7 @@ def test_source_formats_keys_and_unprovisioned(tmp_path: Path) -> None:
     assert source.unprovisioned == {"newcomer": (("newcomer",), ())}
     numpy = source.delegations["numpy"]
     assert numpy.threshold == 2 and set(numpy.keys) == {a.keyid, b.keyid}
-    assert source.delegations["scipy"].keys == {a.keyid: a.public}
+    assert source.delegations["scipy"].keys == {c.keyid: c.public}
     as_json = tmp_path / "src" / "same.json"
     as_json.write_text(json.dumps({"numpy": {"keys": ["../a.pub"], "outputs": ["numpy"]}}))
     assert parse_delegations_source(as_json)["numpy"].threshold == 1
@@ -293,7 +294,9 @@ def test_publication_signed_by_a_non_key_mgr_key_fails(
 
 
 def _sidecar(filename: str, sha: str, signers: list[KeyHandle], feedstock: str = "numpy") -> bytes:
-    payload = statement_bytes(publish_statement(filename, sha, "https://example.org/ch"))
+    payload = statement_bytes(
+        publish_statement(filename, sha, "https://example.org/ch", "linux-64")
+    )
     env = Envelope(payload, PAYLOAD_TYPE, {})
     for s in signers:
         env.sign(s.signer)
@@ -311,13 +314,13 @@ def test_verify_sidecar(tmp_path: Path, keytype: str) -> None:
     other = _key(tmp_path, "o")
     name, sha = "numpy-1.0-h0_0.conda", "ab" * 32
     d = FeedstockDelegation.of([key.public], 1, ("numpy",))
-    result = verify_sidecar(_sidecar(name, sha, [key]), name, sha, d, "s")
+    result = verify_sidecar(_sidecar(name, sha, [key]), name, sha, d, "s", subdir="linux-64")
     assert result.keyids == (key.keyid,) and result.package == "numpy"
     assert result.channel == "https://example.org/ch"
 
     def check(data: bytes, filename: str = name, digest: str = sha, **kw: Any) -> str:
         with pytest.raises(VerificationError) as err:
-            verify_sidecar(data, filename, digest, kw.get("delegation", d), "s")
+            verify_sidecar(data, filename, digest, kw.get("delegation", d), "s", subdir="linux-64")
         return err.value.check
 
     assert check(_sidecar(name, sha, [other])) == "signature"
@@ -335,8 +338,10 @@ def test_same_key_counts_once(tmp_path: Path) -> None:
     sigs = doc["envelopes"][0]["signatures"]
     sigs.append(dict(sigs[0]))  # the same signature twice
     with pytest.raises(VerificationError, match="1 valid, 2 required"):
-        verify_sidecar(json.dumps(doc).encode(), name, sha, d, "s")
-    assert verify_sidecar(_sidecar(name, sha, [a, b]), name, sha, d, "s").signatures.ok
+        verify_sidecar(json.dumps(doc).encode(), name, sha, d, "s", subdir="linux-64")
+    assert verify_sidecar(
+        _sidecar(name, sha, [a, b]), name, sha, d, "s", subdir="linux-64"
+    ).signatures.ok
 
 
 @pytest.mark.parametrize(
@@ -357,14 +362,14 @@ def test_malformed_sidecars(tmp_path: Path, mutate: Any, field: str) -> None:
     mutate(doc)
     d = FeedstockDelegation.of([key.public], 1, ("numpy",))
     with pytest.raises(FormatError, match=field):
-        verify_sidecar(json.dumps(doc).encode(), name, sha, d, "s")
+        verify_sidecar(json.dumps(doc).encode(), name, sha, d, "s", subdir="linux-64")
 
 
 def test_statement_shape_is_exact(tmp_path: Path) -> None:
     key = _key(tmp_path, "k")
     name, sha = "numpy-1.0-h0_0.conda", "ab" * 32
     d = FeedstockDelegation.of([key.public], 1, ("numpy",))
-    stmt = publish_statement(name, sha, "https://example.org/ch")
+    stmt = publish_statement(name, sha, "https://example.org/ch", "linux-64")
     for bad in (
         stmt | {"extra": 1},
         stmt | {"predicate": {"targetChannel": "https://example.org/ch/"}},
@@ -375,7 +380,7 @@ def test_statement_shape_is_exact(tmp_path: Path) -> None:
         env.sign(key.signer)
         data = json.dumps({"feedstock": "numpy", "envelopes": [env.to_dict()]}).encode()
         with pytest.raises(FormatError):
-            verify_sidecar(data, name, sha, d, "s")
+            verify_sidecar(data, name, sha, d, "s", subdir="linux-64")
     parsed = parse_sidecar(_sidecar(name, sha, [key]), "s")
     assert base64.b64encode(parsed.envelopes[0].payload)
 

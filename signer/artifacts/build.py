@@ -31,10 +31,14 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _tar_bytes(members: Mapping[str, bytes]) -> bytes:
+def _tar_bytes(
+    members: Mapping[str, bytes],
+    before: Sequence[tuple[str, bytes]] = (),
+    after: Sequence[tuple[str, bytes]] = (),
+) -> bytes:
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in members.items():
+        for name, data in [*before, *members.items(), *after]:
             _add(tar, name, data)
     return buffer.getvalue()
 
@@ -99,8 +103,14 @@ def build_package(
     files: Mapping[str, bytes] | None = None,
     index_overrides: Mapping[str, object] | None = None,
     timestamp_ms: int | None = None,
+    info_before: Sequence[tuple[str, bytes]] = (),
+    info_after: Sequence[tuple[str, bytes]] = (),
 ) -> Path:
-    """Write `name-version-build.<fmt>` into out_dir and return its path."""
+    """Write `name-version-build.<fmt>` into out_dir and return its path.
+
+    `info_before`/`info_after` add raw members around the info ones (same names allowed):
+    how the tests build hostile archives, e.g. two `info/index.json`.
+    """
     files = dict(files if files is not None else {f"share/{name}/README": f"{name}\n".encode()})
     index = make_index(name, version, build, build_number=build_number, subdir=subdir,
                        depends=depends, license=license, timestamp_ms=timestamp_ms)  # fmt: skip
@@ -110,14 +120,15 @@ def build_package(
     stem = f"{name}-{version}-{build}"
     if fmt == "tar.bz2":
         path = out_dir / f"{stem}.tar.bz2"
-        path.write_bytes(bz2.compress(_tar_bytes({**info, **files}), 9))
+        tar = _tar_bytes({**info, **files}, info_before, info_after)
+        path.write_bytes(bz2.compress(tar, 9))
         return path
     if fmt != "conda":
         raise ValueError(f"unknown package format {fmt!r}")
     path = out_dir / f"{stem}.conda"
     compressor = zstandard.ZstdCompressor(level=3)
     pkg = compressor.compress(_tar_bytes(files))
-    info_zst = compressor.compress(_tar_bytes(info))
+    info_zst = compressor.compress(_tar_bytes(info, info_before, info_after))
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
         for member, data in (
             ("metadata.json", json.dumps({"conda_pkg_format_version": 2}).encode()),
@@ -163,3 +174,51 @@ def build_large_conda(out: Path, size_bytes: int, name: str = "bigpkg") -> Path:
         archive.writestr(f"info-{stem}.tar.zst", zstandard.ZstdCompressor().compress(
             _tar_bytes(_info_members(index, {payload_name: b""}))))  # fmt: skip
     return out
+
+
+def build_bomb_conda(
+    out_dir: Path, name: str, inflated_bytes: int, *, component: str = "info"
+) -> Path:
+    """A .conda whose `component` ("info" or "pkg") inflates to `inflated_bytes` of zeros.
+
+    The compressed file stays tiny (zstd turns megabytes of zeros into a few bytes); the
+    archive is otherwise valid, so only an inflated-size cap refuses it.
+    """
+    stem = f"{name}-1.0-0"
+    blob = f"info/blob-{name}" if component == "info" else f"share/{name}/blob.bin"
+    index = make_index(name, "1.0", "0")
+    members = _info_members(index, {} if component == "info" else {blob: b""})
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{stem}.conda"
+
+    def component_bytes(small: Mapping[str, bytes], big: str | None) -> bytes:
+        buffer = io.BytesIO()
+        writer = zstandard.ZstdCompressor(level=3).stream_writer(buffer, closefd=False)
+        with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            for member, data in small.items():
+                _add(tar, member, data)
+            if big is not None:
+                info = tarfile.TarInfo(big)
+                info.size = inflated_bytes
+                info.mtime = _MTIME
+                tar.addfile(info, cast(IO[bytes], _Zeros(inflated_bytes)))
+        writer.flush(zstandard.FLUSH_FRAME)
+        return buffer.getvalue()
+
+    info_part = component_bytes(members, blob if component == "info" else None)
+    pkg_part = component_bytes({}, blob if component == "pkg" else None)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
+        archive.writestr(f"pkg-{stem}.tar.zst", pkg_part)
+        archive.writestr(f"info-{stem}.tar.zst", info_part)
+    return path
+
+
+class _Zeros:
+    def __init__(self, size: int) -> None:
+        self.remaining = size
+
+    def read(self, n: int = -1) -> bytes:
+        n = self.remaining if n < 0 else min(n, self.remaining)
+        self.remaining -= n
+        return bytes(n)

@@ -105,6 +105,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 1
+    except OSError as exc:
+        # A file the command had to write (or read): read-only directory, full disk, ...
+        # One line naming the file, for every command, instead of a traceback.
+        where = exc.filename if exc.filename is not None else "cf-sign"
+        sys.stderr.write(f"cf-sign: error: {where}: {exc.strerror or exc}\n")
+        return 2
     return int(code or 0)
 
 

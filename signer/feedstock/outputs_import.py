@@ -37,6 +37,20 @@ class ImportResult:
     with_keys: int = 0
     globs: int = 0
     skipped: list[str] = field(default_factory=list)  # files that are not output records
+    # Repository names found where feedstock names belong (`vouch-feedstock`), normalised.
+    renamed: dict[str, str] = field(default_factory=dict)
+
+
+_SUFFIX = "-feedstock"
+
+
+def _feedstock(value: object, source: str, where: str, renamed: dict[str, str]) -> str:
+    """A feedstock name; the registry sometimes spells one as its repository name."""
+    name = check_name(value, source, where)
+    if name.endswith(_SUFFIX) and len(name) > len(_SUFFIX):
+        renamed[name] = name[: -len(_SUFFIX)]
+        return renamed[name]
+    return name
 
 
 def _outputs_root(directory: Path) -> Path:
@@ -48,18 +62,22 @@ def _outputs_root(directory: Path) -> Path:
     raise FormatError(str(directory), "FEEDSTOCK_OUTPUTS_DIR", "not a directory")
 
 
-def _read_output(path: Path) -> list[str]:
+def _read_output(path: Path, renamed: dict[str, str]) -> list[str]:
     source = str(path)
     with open(path, "rb") as handle:
         data = handle.read(MAX_OUTPUT_FILE + 1)
     obj = load_json(data, source, MAX_OUTPUT_FILE)
     if not isinstance(obj, dict) or not isinstance(obj.get("feedstocks"), list):
         raise FormatError(source, "feedstocks", 'expected {"feedstocks": [...]}')
-    return [check_name(f, source, f"feedstocks[{i}]") for i, f in enumerate(obj["feedstocks"])]
+    feedstocks = obj["feedstocks"]
+    return [_feedstock(f, source, f"feedstocks[{i}]", renamed) for i, f in enumerate(feedstocks)]
 
 
-def read_registry(directory: Path) -> tuple[dict[str, set[str]], list[str]]:
+def read_registry(
+    directory: Path, renamed: dict[str, str] | None = None
+) -> tuple[dict[str, set[str]], list[str]]:
     """feedstock -> output names, and the files skipped (not `<name>.json`)."""
+    renamed = {} if renamed is None else renamed
     root = _outputs_root(directory)
     by_feedstock: dict[str, set[str]] = {}
     skipped: list[str] = []
@@ -75,25 +93,25 @@ def read_registry(directory: Path) -> tuple[dict[str, set[str]], list[str]]:
             except FormatError:
                 skipped.append(str(path))
                 continue
-            for feedstock in _read_output(path):
+            for feedstock in _read_output(path, renamed):
                 by_feedstock.setdefault(feedstock, set()).add(name)
     return by_feedstock, skipped
 
 
-def read_allowlist(path: Path) -> dict[str, list[str]]:
+def read_allowlist(path: Path, renamed: dict[str, str] | None = None) -> dict[str, list[str]]:
+    renamed = {} if renamed is None else renamed
     obj = load_document(path, MAX_ALLOWLIST)
     if obj is None:
         return {}
     if not isinstance(obj, dict):
         raise FormatError(str(path), "(top level)", "expected feedstock: [glob, ...]")
     out: dict[str, list[str]] = {}
-    for feedstock, globs in obj.items():
-        check_name(feedstock, str(path), str(feedstock))
+    for raw, globs in obj.items():
+        feedstock = _feedstock(raw, str(path), str(raw), renamed)
         if not isinstance(globs, list):
-            raise FormatError(str(path), str(feedstock), "expected a list of globs")
-        out[feedstock] = sorted(
-            {check_name(g, str(path), f"{feedstock}[{i}]", glob=True) for i, g in enumerate(globs)}
-        )
+            raise FormatError(str(path), str(raw), "expected a list of globs")
+        found = {check_name(g, str(path), f"{raw}[{i}]", glob=True) for i, g in enumerate(globs)}
+        out[feedstock] = sorted(found | set(out.get(feedstock, ())))
     return out
 
 
@@ -104,11 +122,12 @@ def import_outputs(
     keys_dir: Path | None = None,
 ) -> ImportResult:
     """The delegations source (as a dict) for a feedstock-outputs checkout."""
-    by_feedstock, skipped = read_registry(directory)
+    renamed: dict[str, str] = {}
+    by_feedstock, skipped = read_registry(directory, renamed)
     if allowlist is None and (directory / ALLOWLIST_NAME).is_file():
         allowlist = directory / ALLOWLIST_NAME
-    globs = read_allowlist(allowlist) if allowlist is not None else {}
-    result = ImportResult(skipped=skipped)
+    globs = read_allowlist(allowlist, renamed) if allowlist is not None else {}
+    result = ImportResult(skipped=skipped, renamed=renamed)
     result.names = len({n for names in by_feedstock.values() for n in names})
     for feedstock in sorted(set(by_feedstock) | set(globs)):
         entry: dict[str, Any] = {"keys": []}

@@ -126,6 +126,7 @@ def parse_source_obj(obj: object, source: str, base: Path) -> DelegationsSource:
     if not isinstance(obj, dict):
         raise FormatError(source, "(top level)", "expected a mapping of feedstock -> delegation")
     out = DelegationsSource(source)
+    owners: dict[str, str] = {}  # keyid -> the feedstock that lists it
     for name, entry in obj.items():
         where = str(name)
         check_feedstock_name(name, source, where)
@@ -134,9 +135,18 @@ def parse_source_obj(obj: object, source: str, base: Path) -> DelegationsSource:
         if not isinstance(raw_keys, list):
             raise FormatError(source, f"{where}.keys", "expected a list of keys")
         keys = [parse_key(k, base, source, f"{where}.keys[{i}]") for i, k in enumerate(raw_keys)]
+        # keyids are over the key's normal form: two spellings of one key are one key.
         by_id = {k.keyid: k for k in keys}
         if len(by_id) != len(keys):
             raise FormatError(source, f"{where}.keys", "the same key is listed twice")
+        for keyid in by_id:
+            other = owners.setdefault(keyid, name)
+            if other != name:
+                raise FormatError(
+                    source,
+                    f"{where}.keys",
+                    f"key {keyid} is already feedstock {other}'s (a key belongs to one feedstock)",
+                )
         threshold = data.get("threshold", 1)
         if not isinstance(threshold, int) or isinstance(threshold, bool) or threshold < 1:
             raise FormatError(source, f"{where}.threshold", "expected an integer >= 1")

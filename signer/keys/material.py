@@ -19,8 +19,30 @@ KEY_TYPES = ("ed25519", "ecdsa-p256")
 LOCAL_SCHEMES = ("file", "env")
 
 
+# A seed in hex (alone or after a scheme), PEM armour, or a PIN inside a PKCS#11 URI
+# (RFC 7512 allows `pin-value`): a KEYREF that is secret material pasted on a command line.
+_SEED = re.compile(r"\A\s*([a-z0-9+.-]+:)?\s*[0-9a-fA-F]{64}\s*\Z", re.IGNORECASE)
+_SECRET = re.compile(r"-----BEGIN|PRIVATE KEY|pin-value|pin-source=", re.IGNORECASE)
+NOT_SHOWN = "KEYREF (not shown)"
+
+
+def check_keyref_not_secret(keyref: str) -> None:
+    """Refuse, without echoing it, a KEYREF that is (or holds) the secret itself."""
+    if _SEED.match(keyref) or _SECRET.search(keyref):
+        raise FormatError(
+            NOT_SHOWN,
+            "",
+            "looks like secret key material (a seed, a PEM key or a PIN), not a reference "
+            "to one: put it in an environment variable and pass env:VAR; it was not printed",
+        )
+
+
 def split_keyref(keyref: str) -> tuple[str, str]:
-    """(scheme, location) of a KEYREF; the one parser of `file:PATH` and `env:VAR`."""
+    """(scheme, location) of a KEYREF; the one parser of `file:PATH` and `env:VAR`.
+
+    Checked first for secret material, so no error after this echoes a secret.
+    """
+    check_keyref_not_secret(keyref)
     scheme, sep, location = keyref.partition(":")
     if not sep or not scheme:
         # Not echoed: a value without a scheme may be the secret itself, pasted by mistake.

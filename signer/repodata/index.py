@@ -24,16 +24,39 @@ def record_from_artifact(info: ArtifactInfo) -> dict[str, Any]:
 
 
 def index_directory(subdir_dir: Path, subdir: str | None = None) -> dict[str, Any]:
-    """`{"info", "packages", "packages.conda", "removed", "repodata_version"}` of a folder."""
+    """`{"info", "packages", "packages.conda", "removed", "repodata_version"}` of a folder.
+
+    Every package must be what its file name says (name-version-build of its
+    `info/index.json`) and belong to the subdir (given, or the folder's name): a repodata
+    whose records disagree with their files or their subdir would mislead every client.
+    """
+    from signer.artifacts import check_filename_matches_index
+    from signer.trust.errors import FormatError, VerificationError
+
+    subdir = subdir or subdir_dir.name
     packages: dict[str, Any] = {}
     conda: dict[str, Any] = {}
     for path in sorted(subdir_dir.iterdir()):
         if path.name.endswith(".tar.bz2"):
-            packages[path.name] = record_from_artifact(read_artifact(path, md5=True))
+            section = packages
         elif path.name.endswith(".conda"):
-            conda[path.name] = record_from_artifact(read_artifact(path, md5=True))
+            section = conda
+        else:
+            continue
+        info = read_artifact(path, md5=True)
+        try:
+            check_filename_matches_index(info)
+        except VerificationError as exc:
+            raise FormatError(str(path), "info/index.json", exc.reason) from None
+        if info.subdir != subdir:
+            raise FormatError(
+                str(path),
+                "info/index.json: subdir",
+                f"the package is {info.subdir!r}, not {subdir!r} like the repodata",
+            )
+        section[path.name] = record_from_artifact(info)
     return {
-        "info": {"subdir": subdir or subdir_dir.name},
+        "info": {"subdir": subdir},
         "packages": packages,
         "packages.conda": conda,
         "removed": [],

@@ -33,6 +33,9 @@ MAX_SIGNATURES = 64  # per envelope: bounds the work an oversized sidecar can ca
 ARTIFACT_SUFFIXES = (".conda", ".tar.bz2")
 
 _CHANNEL = re.compile(r"\Ahttps?://[!-~]+\Z")
+# conda subdirs: `noarch`, `linux-64`, `osx-arm64`, `emscripten-wasm32`, ...
+_SUBDIR = re.compile(r"\A[a-z0-9]+(-[a-z0-9_]+)?\Z")
+SUBDIR_ANNOTATION = "subdir"
 
 
 def pae(payload_type: str, payload: bytes) -> bytes:
@@ -60,21 +63,39 @@ def check_channel(channel: object, source: str, where: str) -> str:
 # --------------------------------------------------------------------------- statements
 
 
+def check_subdir(value: object, source: str, where: str) -> str:
+    if not isinstance(value, str) or not _SUBDIR.match(value):
+        raise FormatError(source, where, "expected a conda subdir such as linux-64 or noarch")
+    return value
+
+
 def statement(
-    subject_name: str, sha256: str, predicate_type: str, predicate: Mapping[str, Any]
+    subject_name: str,
+    sha256: str,
+    predicate_type: str,
+    predicate: Mapping[str, Any],
+    subdir: str | None = None,
 ) -> dict[str, Any]:
-    """An in-toto Statement v1 about one file."""
+    """An in-toto Statement v1 about one file (its subdir as a subject annotation)."""
+    subject: dict[str, Any] = {"digest": {"sha256": sha256}, "name": subject_name}
+    if subdir is not None:
+        subject["annotations"] = {SUBDIR_ANNOTATION: check_subdir(subdir, "statement", "subdir")}
     return {
         "_type": STATEMENT_TYPE,
         "predicate": dict(predicate),
         "predicateType": predicate_type,
-        "subject": [{"digest": {"sha256": sha256}, "name": subject_name}],
+        "subject": [subject],
     }
 
 
-def publish_statement(artifact_filename: str, sha256: str, channel: str) -> dict[str, Any]:
-    """The CEP-27 publish attestation: this file, with this hash, for this channel."""
-    return statement(artifact_filename, sha256, PUBLISH_PREDICATE, {"targetChannel": channel})
+def publish_statement(
+    artifact_filename: str, sha256: str, channel: str, subdir: str
+) -> dict[str, Any]:
+    """The CEP-27 publish attestation: this file, with this hash, in this subdir, for this
+    channel. The subdir is an in-toto subject annotation: the predicate stays CEP 27's."""
+    return statement(
+        artifact_filename, sha256, PUBLISH_PREDICATE, {"targetChannel": channel}, subdir
+    )
 
 
 def statement_bytes(obj: Mapping[str, Any]) -> bytes:
@@ -87,6 +108,7 @@ class Statement(NamedTuple):
     sha256: str
     predicate_type: str
     predicate: Mapping[str, Any]
+    subdir: str | None = None  # the subject's subdir annotation (required when publishing)
 
 
 def parse_statement(payload: bytes, source: str, where: str, *, publish: bool) -> Statement:
@@ -101,9 +123,20 @@ def parse_statement(payload: bytes, source: str, where: str, *, publish: bool) -
     if not isinstance(subjects, list) or len(subjects) != 1:
         raise FormatError(source, f"{where}.statement.subject", "expected exactly one subject")
     subject = require_exact_keys(
-        subjects[0], {"name", "digest"}, source, f"{where}.statement.subject[0]"
+        subjects[0], {"name", "digest"}, source, f"{where}.statement.subject[0]", {"annotations"}
     )
     name = require_str(subject, "name", source, f"{where}.statement.subject[0]")
+    subdir: str | None = None
+    if "annotations" in subject:
+        notes = require_exact_keys(
+            subject["annotations"],
+            {SUBDIR_ANNOTATION},
+            source,
+            f"{where}.statement.subject[0].annotations",
+        )
+        subdir = check_subdir(
+            notes[SUBDIR_ANNOTATION], source, f"{where}.statement.subject[0].annotations.subdir"
+        )
     digest = require_exact_keys(
         subject["digest"], {"sha256"}, source, f"{where}.statement.subject[0].digest"
     )
@@ -127,9 +160,15 @@ def parse_statement(payload: bytes, source: str, where: str, *, publish: bool) -
             predicate, {"targetChannel"}, source, f"{where}.statement.predicate"
         )
         check_channel(fields["targetChannel"], source, f"{where}.statement.predicate.targetChannel")
+        if subdir is None:
+            raise FormatError(
+                source,
+                f"{where}.statement.subject[0].annotations.subdir",
+                "missing: the publish attestation must name the artifact's subdir",
+            )
     elif not isinstance(predicate, dict):
         raise FormatError(source, f"{where}.statement.predicate", "expected an object")
-    return Statement(name, sha256, predicate_type, predicate)
+    return Statement(name, sha256, predicate_type, predicate, subdir)
 
 
 # --------------------------------------------------------------------------- envelopes
@@ -227,6 +266,7 @@ class AttestationResult(NamedTuple):
     package: str
     channel: str
     envelopes: tuple[EnvelopeCheck, ...]
+    subdir: str = ""  # the publish statement's subdir (checked against the expected one)
 
     @property
     def signatures(self) -> ThresholdResult:
@@ -249,17 +289,18 @@ def verify_sidecar(
     delegation: FeedstockDelegation,
     source: str,
     *,
-    subdir: str | None = None,
+    subdir: str,
     package_name: str | None = None,
     parsed: Sidecar | None = None,
 ) -> AttestationResult:
     """Rule 4 for one artifact, given the verified delegation of the sidecar's feedstock.
 
+    `subdir` is where the artifact is (its `info/index.json` subdir, or the path it is
+    served or submitted under): the publish statement must name the same one, so a sidecar
+    cannot stand for a same-named file of another subdir.
+
     `parsed` is `parse_sidecar(sidecar_bytes, source)` when the caller already has it (the
     session parses once for the hint): the bytes are then not parsed again.
-
-    `subdir` (where the artifact is) is accepted so that callers pass it already; the
-    statement's binding of it is checked once the format carries it (the harden branch).
 
     `artifact_filename` is the base name (the statement's subject); `package_name` defaults
     to the name part of it (callers that read `info/index.json` pass the name found there,
@@ -291,6 +332,12 @@ def verify_sidecar(
                 f"sha256 {artifact_sha256[:16]}… differs from the attested "
                 f"{stmt.sha256[:16]}… (artifact modified?)",
             )
+        if stmt.subdir is not None and stmt.subdir != subdir:
+            raise VerificationError(
+                subject,
+                "subdir",
+                f"{source} attests the file in {stmt.subdir}, not in {subdir}",
+            )
         role = f"feedstock {sidecar.feedstock}"
         result = count_signatures(envelope, delegation, role)
         if not result.ok:
@@ -307,5 +354,5 @@ def verify_sidecar(
             f"({delegation.describe_scope()})",
         )
     return AttestationResult(
-        sidecar.feedstock, artifact_filename, artifact_sha256, name, channel, tuple(checks)
+        sidecar.feedstock, artifact_filename, artifact_sha256, name, channel, tuple(checks), subdir
     )

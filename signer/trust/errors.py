@@ -29,10 +29,20 @@ def _rebuild(cls: type[TrustError], fields: dict[str, str]) -> TrustError:
     return error
 
 
+def one_line(text: str) -> str:
+    """`text` with control and other unprintable characters escaped: a name taken from a
+    hostile document (a key holding a newline) cannot forge a second line of output."""
+    text = str(text)  # a Path slips through now and then
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 class FormatError(TrustError):
     """A document or file is malformed, missing, oversized or of the wrong shape."""
 
     def __init__(self, source: str, field: str, reason: str) -> None:
+        source, field, reason = one_line(source), one_line(field), one_line(reason)
         self.source = source
         self.field = field
         self.reason = reason
@@ -47,6 +57,7 @@ class VerificationError(TrustError):
     """A check of section 4 failed: `check` names it (signature, expiry, rollback, ...)."""
 
     def __init__(self, subject: str, check: str, reason: str) -> None:
+        subject, check, reason = one_line(subject), one_line(check), one_line(reason)
         self.subject = subject
         self.check = check
         self.reason = reason

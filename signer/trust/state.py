@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +31,17 @@ def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview], mode: i
     """
     import tempfile  # only writers pay for it; verifiers mostly read
 
+    # A symlink is followed, never replaced (`-o /dev/stdout` must not swap the system's
+    # link for a file): the target is written, atomically when it is a regular file.
+    try:
+        mode_now: int | None = os.stat(path).st_mode  # through any symlink
+    except (FileNotFoundError, NotADirectoryError):
+        mode_now = None  # mkdir below names a bad parent
+    if mode_now is not None and not stat.S_ISREG(mode_now):
+        _write_through(path, data)  # a pipe, terminal or device: no rename possible
+        return
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -45,6 +57,16 @@ def write_atomic(path: Path, data: bytes | Iterable[bytes | memoryview], mode: i
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_through(path: Path, data: bytes | Iterable[bytes | memoryview]) -> None:
+    if stat.S_ISDIR(os.stat(path).st_mode):
+        raise IsADirectoryError(21, "Is a directory", str(path))
+    with open(path, "wb") as handle:
+        if isinstance(data, bytes):
+            handle.write(data)
+        else:
+            handle.writelines(data)
 
 
 class TrustState:

@@ -10,7 +10,8 @@ from signer.trust.errors import FormatError
 
 Clock = Callable[[], datetime]
 
-_TIME_RE = re.compile(r"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z\Z")
+# [0-9], not \d: \d also matches fullwidth and other non-ASCII digits (rule 8).
+_TIME_RE = re.compile(r"\A([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})Z\Z")
 DEFAULT_CLOCK_SKEW = timedelta(seconds=60)
 
 
