@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from signer.artifacts.build import build_package
-from signer.ceremony.devrepo import DevTrustRepo, make_dev_trust_repo
+from signer.devrepo import DevTrustRepo, make_dev_trust_repo
 from signer.cli.main import main
 from signer.keys import generate_key
 
