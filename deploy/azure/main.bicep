@@ -1,19 +1,31 @@
-// cf-sign on Azure: Container Apps (2+ replicas) with PostgreSQL Flexible Server as the
-// shared state. Replicas serve /trust from the database, so no shared file system is needed:
-// put Azure Front Door (or any CDN) in front of https://<app>/trust/ for the public files.
-// The online keys come from Key Vault secrets mounted as files (KEYREF file:/mnt/keys/...).
+// cf-sign on Azure: Container Apps (2+ replicas, a user-assigned managed identity) with
+// PostgreSQL Flexible Server as the shared state, the online keys' seeds wrapped by a Key
+// Vault RSA key (the identity may only unwrap: "Key Vault Crypto User"), and the trust
+// repository published to a Storage container that clients read anonymously (put Azure Front
+// Door or a CDN in front of it). docs/deploy.md has every command, from zero.
 //
 //   az deployment group create -g RG -f deploy/azure/main.bicep \
-//     -p image=REGISTRY/cf-sign:TAG dbPassword=... keyVaultName=...
-// then, once: az containerapp exec -n cf-sign -g RG --command "cf-sign service init ..."
+//     -p image=REGISTRY/cf-sign:TAG dbPassword=... keyVaultName=... \
+//        keyMgrWrapped=@key_mgr.wrapped.json pkgMgrWrapped=@pkg_mgr.wrapped.json \
+//        pkgMgrMambaWrapped=@pkg_mgr_mamba.wrapped.json
 
 param location string = resourceGroup().location
 param image string
 @secure()
 param dbPassword string
+@description('An existing Key Vault with RBAC authorization, holding the RSA wrapping key')
 param keyVaultName string
+@description('Content of the wrapped: key files made by `cf-sign keys wrap` (ciphertext only)')
+param keyMgrWrapped string
+param pkgMgrWrapped string
+param pkgMgrMambaWrapped string
 param dbAdmin string = 'cfsign'
 param minReplicas int = 2
+param trustContainer string = 'trust'
+
+// Built-in role definitions (their ids are the same in every tenant).
+var keyVaultCryptoUser = '12338af0-0e69-4776-bea7-57ae8d297424'
+var storageBlobDataContributor = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 
 resource kv 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
   name: keyVaultName
@@ -24,12 +36,47 @@ resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' 
   location: location
 }
 
-// The identity reads the key_mgr/pkg_mgr secrets (Key Vault Secrets User).
-resource kvRead 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(kv.id, identity.id, 'secrets-user')
+// unwrapKey on the wrapping key at start-up (and sign for Key Vault EC keys): no key leaves.
+resource kvCrypto 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(kv.id, identity.id, keyVaultCryptoUser)
   scope: kv
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', '4633458b-17de-408a-b874-0445c86b69e6')
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultCryptoUser)
+    principalId: identity.properties.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-01-01' = {
+  name: 'cfsign${uniqueString(resourceGroup().id)}'
+  location: location
+  sku: { name: 'Standard_ZRS' }
+  kind: 'StorageV2'
+  properties: {
+    allowBlobPublicAccess: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+    allowSharedKeyAccess: false
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-01-01' = {
+  parent: storage
+  name: 'default'
+}
+
+// Anonymous read of blobs (not listing): what conda, mamba and `cf-sign verify` fetch.
+resource trust 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-01-01' = {
+  parent: blobService
+  name: trustContainer
+  properties: { publicAccess: 'Blob' }
+}
+
+resource blobWrite 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, identity.id, storageBlobDataContributor)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributor)
     principalId: identity.properties.principalId
     principalType: 'ServicePrincipal'
   }
@@ -95,8 +142,9 @@ resource app 'Microsoft.App/containerApps@2023-05-01' = {
       ingress: { external: true, targetPort: 8000, transport: 'http' }
       secrets: [
         { name: 'db-url', value: dbUrl }
-        { name: 'key-mgr-key', keyVaultUrl: '${kv.properties.vaultUri}secrets/cf-sign-key-mgr', identity: identity.id }
-        { name: 'pkg-mgr-key', keyVaultUrl: '${kv.properties.vaultUri}secrets/cf-sign-pkg-mgr', identity: identity.id }
+        { name: 'key-mgr-wrapped', value: keyMgrWrapped }
+        { name: 'pkg-mgr-wrapped', value: pkgMgrWrapped }
+        { name: 'pkg-mgr-mamba-wrapped', value: pkgMgrMambaWrapped }
       ]
     }
     template: {
@@ -104,13 +152,18 @@ resource app 'Microsoft.App/containerApps@2023-05-01' = {
         {
           name: 'cf-sign'
           image: image
-          args: [ 'serve', '--host', '0.0.0.0', '--port', '8000', '--workers', '2' ]
           env: [
             { name: 'CF_SIGN_DB', secretRef: 'db-url' }
             { name: 'CF_SIGN_PUBLISH_DIR', value: '/data/trust' }
+            { name: 'CF_SIGN_PUBLISH_TO', value: 'azblob://${storage.name}/${trustContainer}' }
+            { name: 'AZURE_CLIENT_ID', value: identity.properties.clientId }
+            { name: 'CF_SIGN_WORKERS', value: '2' }
           ]
           resources: { cpu: json('1.0'), memory: '2Gi' }
-          volumeMounts: [ { volumeName: 'keys', mountPath: '/mnt/keys' } ]
+          volumeMounts: [
+            { volumeName: 'keys', mountPath: '/mnt/keys' }
+            { volumeName: 'data', mountPath: '/data' }
+          ]
           probes: [
             { type: 'Liveness', httpGet: { path: '/healthz', port: 8000 }, periodSeconds: 30 }
             { type: 'Readiness', httpGet: { path: '/healthz', port: 8000 }, periodSeconds: 10 }
@@ -122,10 +175,12 @@ resource app 'Microsoft.App/containerApps@2023-05-01' = {
           name: 'keys'
           storageType: 'Secret'
           secrets: [
-            { secretRef: 'key-mgr-key', path: 'key_mgr.key' }
-            { secretRef: 'pkg-mgr-key', path: 'pkg_mgr.key' }
+            { secretRef: 'key-mgr-wrapped', path: 'key_mgr.wrapped.json' }
+            { secretRef: 'pkg-mgr-wrapped', path: 'pkg_mgr.wrapped.json' }
+            { secretRef: 'pkg-mgr-mamba-wrapped', path: 'pkg_mgr_mamba.wrapped.json' }
           ]
         }
+        { name: 'data', storageType: 'EmptyDir' }
       ]
       scale: { minReplicas: minReplicas, maxReplicas: 6 }
     }
@@ -133,3 +188,9 @@ resource app 'Microsoft.App/containerApps@2023-05-01' = {
 }
 
 output url string = 'https://${app.properties.configuration.ingress.fqdn}'
+output trustUrl string = '${storage.properties.primaryEndpoints.blob}${trustContainer}'
+output keyRefs array = [
+  'wrapped:/mnt/keys/key_mgr.wrapped.json'
+  'wrapped:/mnt/keys/pkg_mgr.wrapped.json'
+  'wrapped:/mnt/keys/pkg_mgr_mamba.wrapped.json'
+]

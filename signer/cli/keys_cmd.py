@@ -23,6 +23,20 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="encrypt the private key with the passphrase in $VAR",
     )
     gen.set_defaults(handler=generate)
+    wrap = keys_sub.add_parser(
+        "wrap", help="wrap an ed25519 seed with a Key Vault RSA key (a wrapped: KEYREF)"
+    )
+    wrap.add_argument(
+        "keyref", nargs="?", metavar="KEYREF", help="file: or env: seed (default: new)"
+    )
+    wrap.add_argument(
+        "--vault-key",
+        required=True,
+        metavar="URI",
+        help="azurekms://<vault>/keys/<rsa key>/<version> (RSA-OAEP-256)",
+    )
+    wrap.add_argument("-o", "--output", required=True, type=Path, metavar="FILE")
+    wrap.set_defaults(handler=wrap_cmd)
     imp = keys_sub.add_parser(
         "import", help="print the public key of a KEYREF (pkcs11:, gpg:, file:) and write NAME.pub"
     )
@@ -50,6 +64,19 @@ def generate(args: argparse.Namespace) -> int:
     print(f"keyid    {public.keyid}")
     if public.is_ed25519:
         print(f"ed25519  {public.public}")
+    return 0
+
+
+def wrap_cmd(args: argparse.Namespace) -> int:
+    from signer.keys.azure import wrap_keyref, write_wrapped_file
+
+    if args.output.exists():
+        raise FormatError(str(args.output), "", "already exists; not overwriting a key")
+    content = wrap_keyref(args.keyref, args.vault_key)
+    write_wrapped_file(args.output, content)
+    print(f"keyref   wrapped:{args.output}")
+    print(f"ed25519  {content['public']['keyval']['public']}")
+    print(f"vault    {content['vault_key']}  (RSA-OAEP-256; unwrapped once per process)")
     return 0
 
 

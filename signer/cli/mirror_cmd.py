@@ -37,6 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )  # fmt: skip
     sync.add_argument("--retries", type=positive_int, default=3, help="per download (default 3)")
     sync.add_argument("--json", action="store_true", help="machine-readable report")
+    sync.add_argument(
+        "--publish-to",
+        metavar="azblob://ACCOUNT/CONTAINER[/PREFIX]",
+        help="also publish the mirror to Azure Blob Storage (artifacts first, repodata last)",
+    )
     sync.set_defaults(handler=mirror_sync)
 
     verify = m_sub.add_parser("verify", help="re-check a mirror at rest")
@@ -128,8 +133,14 @@ def mirror_sync(args: argparse.Namespace) -> int:
     )
     subdirs = args.subdir or upstream.subdirs() or ["noarch"]
     gate = Gate(open_session(args))
+    blob = None
+    if args.publish_to:
+        from signer.storage import BlobTarget
+
+        blob = BlobTarget(args.publish_to)
+        blob.check_writable()  # fails now, not after the downloads
     options = SyncOptions(jobs=args.jobs, keys=keys, mamba_key=mamba, grace=args.grace,
-                          verify_jobs=default_jobs())  # fmt: skip
+                          verify_jobs=default_jobs(), publish_to=blob)  # fmt: skip
     bars = _Bars() if sys.stderr.isatty() and not args.json else None
     try:
         report = sync(upstream, args.dest, gate, subdirs, options, bars)

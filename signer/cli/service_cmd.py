@@ -38,6 +38,11 @@ def _add_db_options(parser: argparse.ArgumentParser, *, publish: bool = True) ->
             help="where published files are written "
             "(default $CF_SIGN_PUBLISH_DIR, else ./cf-sign-data/trust)",
         )
+        parser.add_argument(
+            "--publish-to",
+            metavar="azblob://ACCOUNT/CONTAINER[/PREFIX]",
+            help="also publish to Azure Blob Storage (default $CF_SIGN_PUBLISH_TO)",
+        )
 
 
 def _flatten(values: list[list[str]] | None) -> list[str]:
@@ -227,7 +232,11 @@ def _service_command(handler: Callable[[argparse.Namespace], int]) -> Callable[.
 def _settings(args: argparse.Namespace) -> Settings:
     from signer.service.config import load_settings
 
-    return load_settings(getattr(args, "db", None), getattr(args, "publish_dir", None))
+    return load_settings(
+        getattr(args, "db", None),
+        getattr(args, "publish_dir", None),
+        publish_to=getattr(args, "publish_to", None),
+    )
 
 
 _OPEN: list[Any] = []  # databases opened by this command, closed when it ends
@@ -247,7 +256,8 @@ def _publisher(args: argparse.Namespace) -> Any:
 
     db = _database(args)
     upgrade(db)  # every command works on a fresh database
-    return Publisher(db, _settings(args).publish_dir)
+    settings = _settings(args)
+    return Publisher(db, settings.publish_dir, publish_to=settings.publish_to)
 
 
 # ----------------------------------------------------------------------------- serve, db

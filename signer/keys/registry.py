@@ -39,6 +39,8 @@ BUILTIN_BACKENDS: dict[str, str] = {
     "file": "signer.keys.memory:load",
     "env": "signer.keys.memory:load",
     "gpg": "signer.keys.gpg:load",
+    "azurekms": "signer.keys.azure:load_azurekms",
+    "wrapped": "signer.keys.azure:load_wrapped",
     "pkcs11": "signer.keys.pkcs11:load",  # ed25519 on a PKCS#11 token (CKM_EDDSA)
 }
 

@@ -109,6 +109,16 @@ class SyncOptions:
     max_repodata: int = DEFAULT_MAX_REPODATA
     verify_jobs: int = 1
     clock: Callable[[], float] = time.time
+    # Also publish the mirror to Blob Storage (signer.storage.BlobTarget), in the same order.
+    publish_to: BlobPublisher | None = None
+
+
+class BlobPublisher(Protocol):
+    def put_file(self, path: str, source: Path, sha256: str) -> object: ...
+    def publish(
+        self, files: dict[str, bytes], order: Callable[[str], Any] | None = None
+    ) -> object: ...
+    def delete(self, path: str) -> bool: ...
 
 
 class _Wanted(NamedTuple):
@@ -291,6 +301,38 @@ def _publish_repodata(dest: Path, subdir: str, split: SplitRepodata, signatures:
     write_atomic(dest / subdir / "repodata.json", data)
 
 
+def _publish_to_blob(
+    target: BlobPublisher,
+    dest: Path,
+    subdir: str,
+    kept: list[str],
+    removed: list[str],
+    state: _State,
+) -> None:
+    """The published subdir to Blob Storage: artifacts not there yet, then the repodata,
+    then the blobs of removed artifacts (no repodata names them any more)."""
+    uploaded_file = dest / WORK / f"blob-{subdir}.json"
+    try:
+        uploaded: dict[str, str] = json.loads(uploaded_file.read_bytes())
+    except (FileNotFoundError, ValueError):
+        uploaded = {}  # lost: each artifact is checked against the blob's own metadata
+    for name in kept:
+        digest = str(state.files.get(name, {}).get("sha256", ""))
+        if not digest or uploaded.get(name) == digest:
+            continue
+        target.put_file(f"{subdir}/{name}", dest / subdir / name, digest)
+        uploaded[name] = digest
+        write_atomic(uploaded_file, json.dumps(uploaded, sort_keys=True).encode())
+    target.publish({
+        f"{subdir}/repodata.json.zst": (dest / subdir / "repodata.json.zst").read_bytes(),
+        f"{subdir}/repodata.json": (dest / subdir / "repodata.json").read_bytes(),
+    })  # fmt: skip
+    for name in removed:
+        target.delete(f"{subdir}/{name}")
+        uploaded.pop(name, None)
+    write_atomic(uploaded_file, json.dumps(uploaded, sort_keys=True).encode())
+
+
 def ensure_noarch(dest: Path) -> None:
     target = dest / "noarch" / "repodata.json"
     if not target.exists():
@@ -394,6 +436,8 @@ def sync_subdir(
     os.sync()  # the artifacts reach the disk before a repodata names them (power loss)
     _publish_repodata(dest, subdir, split, signatures, dropped)  # repodata last
     state.save()
+    if options.publish_to is not None:
+        _publish_to_blob(options.publish_to, dest, subdir, kept, report.removed, state)
     report.published = len(kept)
     return report
 
@@ -410,6 +454,9 @@ def sync(
     dest.mkdir(parents=True, exist_ok=True)
     reports = [sync_subdir(upstream, dest, s, gate, options, progress) for s in subdirs]
     ensure_noarch(dest)
+    if options.publish_to is not None:
+        noarch = dest / "noarch" / "repodata.json"
+        options.publish_to.publish({"noarch/repodata.json": noarch.read_bytes()})
     return MirrorReport(reports)
 
 

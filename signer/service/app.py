@@ -100,7 +100,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 def build_state(settings: Settings) -> ServiceState:
     db = Database(settings.db_url)
-    publisher = Publisher(db, settings.publish_dir, OnlineKeys())
+    publisher = Publisher(db, settings.publish_dir, OnlineKeys(), settings.publish_to)
     limiter = TokenBuckets(settings.rate_per_second, settings.rate_burst)
     intake = Intake(db, publisher, limiter, max_artifacts=settings.max_artifacts)
     files = TrustFiles(db, settings.trust_cache_seconds)

@@ -16,6 +16,7 @@ from signer.trust.errors import FormatError
 DEFAULT_DATA_DIR = Path("cf-sign-data")
 ENV_DB = "CF_SIGN_DB"
 ENV_PUBLISH_DIR = "CF_SIGN_PUBLISH_DIR"
+ENV_PUBLISH_TO = "CF_SIGN_PUBLISH_TO"  # azblob://account/container[/prefix]
 ENV_DATA_DIR = "CF_SIGN_DATA_DIR"
 ENV_RATE = "CF_SIGN_RATE_LIMIT"  # "RATE/BURST": artifacts per second per feedstock, burst
 ENV_REFRESH = "CF_SIGN_REFRESH_INTERVAL"
@@ -57,6 +58,9 @@ def parse_rate(text: str) -> tuple[float, int]:
 class Settings:
     db_url: str
     publish_dir: Path
+    # Also publish to Azure Blob Storage (`azblob://account/container[/prefix]`); see
+    # signer/storage/azblob.py. The publish directory stays the service's own copy.
+    publish_to: str | None = None
     host: str = "127.0.0.1"
     port: int = 8000
     # Per feedstock and per process (see ratelimit.py): artifacts per second, and burst.
@@ -98,6 +102,7 @@ def load_settings(
     db: str | None = None,
     publish_dir: str | Path | None = None,
     env: Mapping[str, str] | None = None,
+    publish_to: str | None = None,
 ) -> Settings:
     """Settings from explicit values, else `CF_SIGN_*`, else `./cf-sign-data`."""
     env = os.environ if env is None else env
@@ -106,6 +111,11 @@ def load_settings(
     pub = Path(publish_dir or env.get(ENV_PUBLISH_DIR) or data_dir / "trust")
     # abspath, not resolve(): the publish directory is a symlink to its current snapshot.
     settings = Settings(db_url=normalize_db_url(db_url), publish_dir=Path(os.path.abspath(pub)))
+    blob = publish_to or env.get(ENV_PUBLISH_TO)
+    if blob:
+        from signer.storage.azblob import parse_blob_url
+
+        settings = replace(settings, publish_to=parse_blob_url(blob).url)
     if env.get(ENV_RATE):
         rate, burst = parse_rate(env[ENV_RATE])
         settings = replace(settings, rate_per_second=rate, rate_burst=burst)
@@ -121,6 +131,7 @@ def export_env(settings: Settings) -> dict[str, str]:
     return {
         ENV_DB: settings.db_url,
         ENV_PUBLISH_DIR: str(settings.publish_dir),
+        **({ENV_PUBLISH_TO: settings.publish_to} if settings.publish_to else {}),
         ENV_RATE: f"{settings.rate_per_second}/{settings.rate_burst}",
         ENV_REFRESH: str(settings.refresh_interval),
         ENV_TRUST_CACHE: str(settings.trust_cache_seconds),

@@ -46,6 +46,7 @@ from signer.service.db.models import (
 from signer.service.db.session import Database
 from signer.service.online_keys import OnlineKeys, ServiceConfig, load_config, require_config
 from signer.service.publish_dir import PublishDir
+from signer.storage.azblob import BlobTarget
 from signer.trust import layout
 from signer.trust.errors import FormatError
 from signer.trust.feedstocks import INDEX_PATH, FeedstockDelegation
@@ -178,10 +179,19 @@ class Change:
 
 
 class Publisher:
-    def __init__(self, db: Database, publish_dir: Path, keys: OnlineKeys | None = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        publish_dir: Path,
+        keys: OnlineKeys | None = None,
+        publish_to: str | None = None,
+    ) -> None:
         self.db = db
         self.publish_dir = publish_dir
         self.files = PublishDir(publish_dir)
+        # Further targets (Blob Storage) get every file after the publish directory does;
+        # one that fails is caught up by `sync_files` (refresh), as a lagging directory is.
+        self.targets: list[BlobTarget] = [BlobTarget(publish_to)] if publish_to else []
         self.keys = keys or OnlineKeys()
         # Called with the paths of each publication, once committed (e.g. to drop caches).
         self.listeners: list[Callable[[Iterable[str]], None]] = []
@@ -309,11 +319,24 @@ class Publisher:
 
     def write_files(self, files: Mapping[str, bytes]) -> None:
         self.files.publish(files, order=write_rank)
+        for target in self.targets:
+            self._to_target(target, lambda t: t.publish(files, order=write_rank))
 
     def write_attestation(self, subdir: str, filename: str, data: bytes) -> None:
         path = layout.attestation_path(subdir, filename)
         self._notify([path])
         self.files.write_attestation(path, data)
+        for target in self.targets:
+            self._to_target(target, lambda t: t.write_attestation(path, data))
+
+    @staticmethod
+    def _to_target(target: BlobTarget, write: Callable[[BlobTarget], object]) -> None:
+        try:
+            write(target)
+        except FormatError as exc:  # the database has it: the next refresh writes it there
+            log.warning(
+                "publishing to %s failed (refresh will retry): %s", target.location.url, exc
+            )
 
     def refresh(self, within: timedelta | None = None, *, actor: str = "refresh") -> Change:
         """Re-sign online documents expiring within `within` (default: half their life)."""
@@ -345,5 +368,15 @@ class Publisher:
                     if data is not None:
                         stale[path] = data
             session.rollback()
-            self.write_files(stale)
+            self.files.publish(stale, order=write_rank)
+            # Blob Storage: documents missing there or older (conditional writes keep a newer
+            # one that another replica already wrote).
+            every = (
+                {path: data for path, data in session.execute(select(Document.path, Document.data))}
+                if self.targets
+                else {}
+            )
+            for target in self.targets:
+                wrote = target.publish(every, order=write_rank)
+                stale.update({o.path: every[o.path] for o in wrote if o.action == "written"})
         return sorted(stale, key=write_rank)
