@@ -12,6 +12,7 @@ unreachable stages source fails cleanly without writing anything.
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -316,3 +317,58 @@ def test_pages_are_walked(setup: Setup) -> None:
     assert {"alpha", "beta"} <= set(found)
     answer = httpx.get(f"{setup.server.url}/v1/stages", timeout=30).json()
     assert len(found) == len(answer["stages"])
+
+
+def test_overlay_honours_the_stages(setup: Setup, tmp_path: Path) -> None:
+    """The overlay library takes the same policy: a stage change re-signs on the next refresh
+    even when upstream answers 304 (nothing new upstream)."""
+    from functools import partial
+    from http.server import SimpleHTTPRequestHandler
+
+    from signer.channel.attestations import AttestationStore
+    from signer.channel.gate import Gate
+    from signer.channel.overlay import refresh_overlay
+    from signer.channel.stages import StagePolicy, load_stages
+    from signer.keys import channel_signer
+    from signer.trust.signing import MessageSigner
+
+    upstream_dir = tmp_path / "upstream" / SUBDIR
+    upstream_dir.mkdir(parents=True)
+    shutil.copy(setup.repodata, upstream_dir / "repodata.json")
+    handler = partial(SimpleHTTPRequestHandler, directory=str(tmp_path / "upstream"))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    upstream = f"http://127.0.0.1:{httpd.server_address[1]}/{SUBDIR}/repodata.json"
+    w = setup.world
+    keys: list[MessageSigner] = [channel_signer(w.repo.keyref("pkg_mgr"))]
+    mamba = channel_signer(w.repo.keyref("pkg_mgr_mamba"))
+
+    def refresh() -> Any:
+        gate = Gate.open(f"{setup.server.url}/trust", root=Path(w.repo.root_file),
+                         state_dir=tmp_path / "trust-state")  # fmt: skip
+        policy = StagePolicy.open(load_stages(f"{setup.server.url}/v1/stages"), gate.session)
+        store = AttestationStore(f"{setup.server.url}/trust")
+        return refresh_overlay(
+            "stages", SUBDIR, upstream, gate=gate, store=store,
+            keys=keys, mamba_key=mamba, publish_root=tmp_path / "pub",
+            state_dir=tmp_path / "overlay-state", policy=policy,
+        )  # fmt: skip
+
+    try:
+        setup.stage("alpha", "observe")
+        setup.stage("beta", "observe")
+        first = refresh()
+        assert first.upstream_changed and (first.signed, first.observed) == (5, 3)
+        assert first.coverage == pytest.approx(2 / 6)
+        published = tmp_path / "pub" / "channels" / "stages" / SUBDIR / "repodata.json"
+        assert ALPHA_NEW in json.loads(published.read_bytes())["signatures"]
+
+        setup.stage("alpha", "enforce")
+        second = refresh()
+        assert not second.upstream_changed and second.published
+        assert (second.signed, second.observed) == (4, 2)
+        assert ALPHA_NEW not in json.loads(published.read_bytes())["signatures"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

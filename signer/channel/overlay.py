@@ -30,6 +30,7 @@ from signer.channel.attestations import AttestationStore
 from signer.channel.document import split_strict
 from signer.channel.gate import Gate
 from signer.channel.sign import ChannelSignResult, sign_channel
+from signer.channel.stages import StagePolicy
 from signer.repodata.document import SplitRepodata
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.signing import MessageSigner
@@ -69,10 +70,12 @@ class OverlayResult:
     refused: int
     cached: int
     lag_seconds: float  # upstream's change seen -> published (0 when nothing to publish)
+    observed: int = 0  # signed without an attestation: their feedstocks are not enforced
 
     @property
     def coverage(self) -> float:
-        return self.signed / self.records if self.records else 1.0
+        """Share of records signed on an attestation (observed ones do not count)."""
+        return (self.signed - self.observed) / self.records if self.records else 1.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +83,7 @@ class OverlayResult:
             "published": self.published, "records": self.records, "signed": self.signed,
             "unattested": self.unattested, "refused": self.refused, "cached": self.cached,
             "coverage": round(self.coverage, 6), "lag_seconds": round(self.lag_seconds, 3),
+            "observed": self.observed,
         }  # fmt: skip
 
 
@@ -178,6 +182,7 @@ def refresh_overlay(
     state_dir: Path,
     timeout: float = 60.0,
     jobs: int = 1,
+    policy: StagePolicy | None = None,
 ) -> OverlayResult:
     """Fetch (conditionally), sign what is attested, publish when the document changed."""
     check_channel_name(name)
@@ -195,7 +200,7 @@ def refresh_overlay(
         split = split_strict(kept, upstream)
     result: ChannelSignResult = sign_channel(
         split, gate, store, keys, mamba_key, unattested="unsigned", jobs=jobs,
-        cache_dir=state_dir / name / subdir,
+        cache_dir=state_dir / name / subdir, policy=policy,
     )  # fmt: skip
     document = b"".join(_as_v2(split, base_url_of(upstream)).to_pieces(result.signatures))
     target = publish_root / "channels" / name / subdir / "repodata.json"
@@ -212,4 +217,5 @@ def refresh_overlay(
     return OverlayResult(
         name, subdir, changed, published, result.records, result.signed,
         len(result.unattested), len(result.refused), result.cached, lag,
+        len(result.observed or ()),
     )  # fmt: skip
