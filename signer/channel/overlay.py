@@ -7,7 +7,9 @@ Last-Modified kept in the overlay's state), signs the attested records with
 to the change, and newly arrived attestations are picked up on every run), and publishes
 `channels/<name>/<subdir>/repodata.json` and `.zst` as repodata v2 whose `info.base_url`
 points at upstream's subdir, so clients fetch the packages from upstream (the CDN) and the
-metadata from here. The service runs it per channel; it needs nothing of the service.
+metadata from here. With a `StagePolicy`, observe-stage unattested records are signed too
+(`observed`, not counted in `coverage`). The service runs it per channel; it needs nothing
+of the service.
 """
 
 from __future__ import annotations
