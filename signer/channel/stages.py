@@ -25,6 +25,7 @@ repository that could hide a feedstock's delegation could turn enforce into obse
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fnmatch import fnmatchcase
@@ -155,17 +156,41 @@ def load_stages(
         after = following
 
 
+_WILD = re.compile(r"[*?\[]")
+
+
 @dataclass
 class Owners:
     """Which feedstocks' verified delegations cover a package name."""
 
     exact: dict[str, list[str]] = field(default_factory=dict)
     globs: list[tuple[str, str]] = field(default_factory=list)  # (pattern, feedstock)
+    # Globs by their literal prefix (up to the first wildcard): a name is matched only
+    # against the globs whose prefix it starts with, not all of them.
+    _by_prefix: dict[str, list[tuple[str, str]]] = field(default_factory=dict, repr=False)
+    _lengths: set[int] = field(default_factory=set, repr=False)
+    _memo: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    def add_glob(self, pattern: str, feedstock: str) -> None:
+        self.globs.append((pattern, feedstock))
+        wild = _WILD.search(pattern)
+        prefix = pattern[: wild.start()] if wild else pattern
+        self._by_prefix.setdefault(prefix, []).append((pattern, feedstock))
+        self._lengths.add(len(prefix))
+        self._memo.clear()
 
     def of(self, name: str) -> list[str]:
+        known = self._memo.get(name)
+        if known is not None:
+            return known
         found = set(self.exact.get(name, ()))
-        found.update(f for pattern, f in self.globs if fnmatchcase(name, pattern))
-        return sorted(found)
+        for length in self._lengths:
+            for pattern, feedstock in self._by_prefix.get(name[:length], ()):
+                if fnmatchcase(name, pattern):
+                    found.add(feedstock)
+        known = sorted(found)
+        self._memo[name] = known
+        return known
 
 
 def _checked(data: bytes | None, path: str) -> bytes:
@@ -206,7 +231,8 @@ def walk_owners(session: TrustSession) -> Owners:
         for feedstock, delegation in shard.delegations.items():
             for output in delegation.outputs:
                 owners.exact.setdefault(output, []).append(feedstock)
-            owners.globs.extend((g, feedstock) for g in delegation.output_globs)
+            for pattern in delegation.output_globs:
+                owners.add_glob(pattern, feedstock)
     return owners
 
 
