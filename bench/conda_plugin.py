@@ -54,7 +54,7 @@ def make_channel(base: Path, records: int) -> tuple[Path, Path, Path]:
     from signer.devrepo import make_dev_trust_repo
     from signer.keys import resolve_keyref
     from signer.repodata.document import read_repodata
-    from signer.repodata.sign import sign_repodata
+    from signer.repodata.sign import ProfileKey, sign_repodata
 
     rng = random.Random(7)
     repo = make_dev_trust_repo(base / "dev", with_mamba_key=False)
@@ -81,7 +81,7 @@ def make_channel(base: Path, records: int) -> tuple[Path, Path, Path]:
                                           if k.startswith("env-")}}  # fmt: skip
     path.write_text(json.dumps(env_only))
     key = resolve_keyref(repo.keyref("pkg_mgr"))
-    signatures = sign_repodata(read_repodata(path), key)  # type: ignore[arg-type]
+    signatures = sign_repodata(read_repodata(path), [ProfileKey(key, "conda")]).signatures
     # The other records carry signature entries of the same size: the plugin never checks
     # them (they are not to be linked), and signing 100,000 would only slow the set-up.
     pub = next(iter(next(iter(signatures.values()))))

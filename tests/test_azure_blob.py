@@ -17,8 +17,6 @@ from signer.feedstock.publish import write_order
 from signer.storage import BlobTarget, parse_blob_url
 from signer.trust.errors import FormatError
 
-pytest.importorskip("azure.storage.blob")
-
 
 @pytest.fixture(scope="module")
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:

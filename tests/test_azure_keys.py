@@ -22,8 +22,6 @@ from test_feedstock_support import environ, make_world, run
 from signer.keys import KeyHandle, resolve_keyref
 from signer.trust.errors import FormatError
 
-pytest.importorskip("azure.keyvault.keys")
-
 _AZURE_VARS = (
     "AZURE_CLIENT_ID", "AZURE_TENANT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE",
     "AZURE_USERNAME", "SYSTEM_OIDCREQUESTURI", "AZURESUBSCRIPTION_SERVICE_CONNECTION_ID",
@@ -241,7 +239,7 @@ def test_service_runs_with_wrapped_online_keys(
     vault: tuple[StandIn, dict[str, str]], tmp_path: Path, cli: Callable[..., Any]
 ) -> None:
     """`service init` with key_mgr and pkg_mgr seeds in Key Vault; the result verifies."""
-    pytest.importorskip("fastapi")
+
     from signer.devrepo import make_dev_trust_repo
 
     state, _ = vault
@@ -273,7 +271,6 @@ def test_key_vault_made_signatures_pass_conda_and_libmamba(
     verification and libmamba's judge accept them; a key_mgr signed by another key fails."""
     import subprocess
 
-    pytest.importorskip("fastapi")
     from softhsm import cct_check, judge_binary
 
     from signer.devrepo import make_dev_trust_repo

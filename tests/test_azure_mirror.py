@@ -21,8 +21,6 @@ from test_mirror_support import Faults, serve
 
 from signer.storage import BlobTarget
 
-pytest.importorskip("azure.storage.blob")
-
 
 @pytest.fixture
 def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:

@@ -13,6 +13,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import fastapi  # noqa: F401  (the service extra is part of the test install)
 import httpx
 import pytest
 from azure_standin import CLIENT_ID, TENANT, StandIn, running_standin
@@ -23,9 +24,6 @@ from test_service_support import Server, build_artifacts, run_cli, run_process
 from signer.devrepo import make_dev_trust_repo
 from signer.storage import BlobTarget
 from signer.trust.feedstocks import INDEX_PATH
-
-pytest.importorskip("azure.storage.blob")
-pytest.importorskip("fastapi")
 
 
 @pytest.fixture

@@ -69,9 +69,7 @@ def _enforce(conda: Conda, channel: Channel, served: Served, *extra: str) -> Non
     conda.trust(_url(served), trust, channel.repo.root_file, "--user", *extra)
 
 
-def test_cct_alone_installs_a_tampered_record(
-    conda: Conda, site: tuple[Channel, Served]
-) -> None:
+def test_cct_alone_installs_a_tampered_record(conda: Conda, site: tuple[Channel, Served]) -> None:
     # The gap cf-sign closes: conda's own check is on, and a bad record still installs.
     channel, served = site
     channel.tamper(ALPHA, "license", "tampered")

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from azurite import ACCOUNT, connection_string, running_azurite
 from test_service_support import free_port, new_pg_database
@@ -39,7 +38,6 @@ def _compose() -> dict[str, object]:
 
 
 def test_compose_entrypoint_serves_on_postgresql_and_publishes_to_blob(tmp_path: Path) -> None:
-    pytest.importorskip("azure.storage.blob")
     service = _compose()["x-service"]
     assert isinstance(service, dict)
     env = {str(k): str(v) for k, v in service["environment"].items()}

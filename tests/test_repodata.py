@@ -12,7 +12,7 @@ import pytest
 
 from signer.devrepo import DevTrustRepo
 from signer.repodata.document import read_repodata
-from signer.repodata.profiles import mamba_message, mamba_subset
+from signer.repodata.profiles import libsolv_matchspec, mamba_message, mamba_signable
 from signer.repodata.verify import verify_repodata
 from signer.trust import KeyMgr, parse_metadata
 from signer.trust.errors import FormatError
@@ -44,7 +44,8 @@ def test_vector_repodata_judged_as_stated(jobs: int) -> None:
     assert report.mismatches == 5  # the broken records' builds differ from their names too
 
 
-def test_mamba_subset_exact() -> None:
+def test_mamba_signable_exact() -> None:
+    """libmamba's json_signable(): no noarch, seconds, constrains only when non-empty."""
     record = {
         "build": "h1_0", "build_number": 0, "depends": ["a"], "license": "MIT",
         "license_family": "MIT", "md5": "m", "name": "x", "sha256": "s", "size": 10,
@@ -53,13 +54,60 @@ def test_mamba_subset_exact() -> None:
     }  # fmt: skip
     expected = (
         '{\n  "build": "h1_0",\n  "build_number": 0,\n  "depends": [\n    "a"\n  ],\n'
-        '  "license": "MIT",\n  "md5": "m",\n  "name": "x",\n  "noarch": "python",\n'
+        '  "license": "MIT",\n  "md5": "m",\n  "name": "x",\n'
         '  "sha256": "s",\n  "size": 10,\n  "subdir": "linux-64",\n'
         '  "timestamp": 1700000000,\n  "version": "1"\n}'
     )
     assert mamba_message(record).decode() == expected
-    assert mamba_subset({**record, "constrains": ["b <2"]})["constrains"] == ["b <2"]
-    assert mamba_subset({"timestamp": 1234})["timestamp"] == 1234  # already seconds
+    assert mamba_signable({**record, "constrains": ["b <2"]})["constrains"] == ["b <2"]
+    assert mamba_signable({"timestamp": 1234})["timestamp"] == 1234  # already seconds
+    assert mamba_signable({"timestamp": 253402300799})["timestamp"] == 253402300799
+    assert mamba_signable({"timestamp": 253402300800})["timestamp"] == 253402300
+
+
+def test_mamba_signable_normalises_as_libmamba_reads() -> None:
+    odd = {"license": None, "name": "n", "depends": ["b", "a >=1", "b", "a >=1", 3, ""],
+           "size": "12", "build_number": True, "md5": None}  # fmt: skip
+    got = mamba_signable(odd, "noarch")
+    assert got["license"] == "" and got["md5"] == "" and got["sha256"] == ""
+    assert got["subdir"] == "noarch"  # no subdir in the record: info.subdir
+    assert mamba_signable({**odd, "subdir": "linux-64"}, "noarch")["subdir"] == "linux-64"
+    assert got["depends"] == ["b", "a >=1"]  # repeated and nameless entries dropped
+    assert got["size"] == 0 and got["build_number"] == 0  # wrong JSON types read as 0
+    assert "constrains" not in got
+    twice = mamba_signable({"constrains": ["c <2", "c <2"]})  # libsolv keeps both
+    assert twice["constrains"] == ["c <2", "c <2"]
+    text = mamba_message({"name": "Ünïcode", "license": "© 2024"}).decode("utf-8")
+    assert '"Ünïcode"' in text and "\\u" not in text  # raw UTF-8, no escapes
+
+
+@pytest.mark.parametrize(
+    ("spec", "stored"),
+    [
+        ("python", "python"),
+        ("python >=3.8", "python >=3.8"),
+        ("python>=3.8", "python >=3.8"),
+        ("python >= 3.8", "python >=3.8"),
+        ("python   >=3.8 , <4", "python >=3.8,<4"),
+        ("Numpy", "numpy"),
+        ("conda-forge::numpy 1.2", "numpy 1.2"),
+        ("numpy =1.2", "numpy 1.2*"),
+        ("numpy ==1.2", "numpy 1.2"),
+        ("numpy 1.2 py_0", "numpy 1.2 py_0"),
+        ("numpy ==1.2 py_0", "numpy ==1.2 py_0"),
+        ("numpy =1.2 py_0", "numpy 1.2 py_0"),
+        ("numpy 1.2.*", "numpy 1.2.*"),
+        ("numpy >=1.2 *_cpu", "numpy >=1.2 *_cpu"),
+        ("lib*", "lib* *"),
+        ("numpy =1.2,<2", "numpy =1.2,<2"),
+        ("x  ", "x"),
+        ("", None),
+        (">=1", None),
+        ("ns:", None),
+    ],
+)
+def test_libsolv_matchspec(spec: str, stored: str | None) -> None:
+    assert libsolv_matchspec(spec) == stored
 
 
 def _sample(tmp_path: Path) -> Path:
@@ -80,13 +128,16 @@ def test_sign_and_verify_with_dev_repo(cli: Cli, dev_repo: DevTrustRepo, tmp_pat
     assert signed.code == 0, signed.err
     doc = json.loads(path.read_text())
     assert all(len(sigs) == 2 for sigs in doc["signatures"].values())
-    result = _verify(cli, dev_repo, path, "--json", "--mamba")
+    result = _verify(cli, dev_repo, path, "--json", "--profile", "both")
     report = json.loads(result.out)
     # The sample's file names do not follow name-version-build: signatures are all valid,
     # and the mismatches are what fails the run.
-    assert report["valid"] == report["records"] > 0
-    assert report["mamba_valid_signatures"] == report["records"]
-    assert report["invalid"] == report["unsigned"] == 0
+    assert report["profiles"] == ["conda", "mamba"]
+    for profile in ("conda", "mamba"):
+        assert report[profile]["valid"] == report["records"] > 0, profile
+        assert report[profile]["invalid"] == report[profile]["unsigned"] == 0
+        assert report[profile]["ok"] is True
+    assert report["mamba"]["pkg_mgr_version"] == 1
     assert result.code == (0 if report["file_name_mismatches"] == 0 else 1)
 
 
@@ -127,7 +178,15 @@ def test_mamba_only_signature_does_not_count(
     path.write_text(json.dumps(doc))
     result = _verify(cli, dev_repo, path, "--json")
     report = json.loads(result.out)
-    assert result.code == 1 and report["mamba_only"] == 1 and report["valid"] == 1
+    assert result.code == 1 and report["conda"]["invalid"] == 1 and report["conda"]["valid"] == 1
+    (failure,) = report["failures"]
+    assert failure["reason"].startswith("only mamba-profile signatures")
+    assert failure["profile"] == "conda"
+    # mamba accepts the channel: every record has a valid mamba-profile signature.
+    mamba = _verify(cli, dev_repo, path, "--json", "--profile", "mamba")
+    assert mamba.code == 0, mamba.out
+    assert json.loads(mamba.out)["mamba"] == {"valid": 2, "invalid": 0, "unsigned": 0,
+                                              "ok": True, "pkg_mgr_version": 1}  # fmt: skip
 
 
 def test_unsigned_fails_unless_allowed(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
@@ -261,3 +320,40 @@ def test_record_messages_match_the_reference_on_random_records() -> None:
         expected = canonical_bytes(json.loads(bytes(raw)))
         assert conda_message(parsed, float_free=float_free) == expected
     assert kinds == {True, False}  # both paths were taken
+
+
+
+def test_a_lone_surrogate_is_refused(cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path) -> None:
+    """UTF-8 (libmamba's bytes) cannot carry a lone UTF-16 surrogate: never signed."""
+    from signer.repodata.profiles import UnsignableRecord
+
+    with pytest.raises(UnsignableRecord, match="surrogate"):
+        mamba_message({"name": "a", "license": "\ud800"})
+    with pytest.raises(UnsignableRecord, match="surrogate"):
+        mamba_message({"name": "a", "depends": ["b\udfff"]})
+    path = tmp_path / "repodata.json"
+    content = b'{"packages.conda": {"a-1-0.conda": {"name": "a", "license": "\\ud800"}}}'
+    path.write_bytes(content)
+    signed = cli("repodata", "sign", path, "--key", dev_repo.keyref("pkg_mgr"),
+                 "--mamba-key", dev_repo.keyref("pkg_mgr_mamba"))  # fmt: skip
+    assert signed.code == 2 and str(path) in signed.err and path.read_bytes() == content
+
+
+def test_mamba_message_matches_the_reference_on_random_records() -> None:
+    """orjson's raw-UTF-8 bytes == json.dumps(ensure_ascii=False), nlohmann's dump(2)."""
+    import random
+
+    from signer.repodata.profiles import mamba_message_reference
+
+    rng = random.Random(5)
+    alphabet = "aZ09 =<>!~,|*-_.:\t\n\"\\/\x00\x1f\x7f\x80é©☃\u2028😀"
+    def text() -> str:
+        return "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 12)))
+
+    for _ in range(3000):
+        record = {"name": text(), "version": text(), "build": text(), "license": text(),
+                  "depends": [text() for _ in range(rng.randint(0, 6))],
+                  "constrains": [text() for _ in range(rng.randint(0, 2))],
+                  "timestamp": rng.choice([0, 1, 253402300800, 2**63, -1]),
+                  "size": rng.choice([0, 2**64 - 1, 2**64, True, "1"])}  # fmt: skip
+        assert mamba_message(record) == mamba_message_reference(record)

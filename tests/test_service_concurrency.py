@@ -48,10 +48,13 @@ def test_parallel_key_registrations_on_two_processes(world: World) -> None:
             url = (first if (i + j) % 2 else second).url
             jobs.append((url, name, pub))
 
+    # Further keys of a feedstock that has one are an admin's to add (section 7).
+    admin = {"Authorization": f"Bearer {world.admin_token}"}
+
     def register(job: tuple[str, str, dict[str, Any]]) -> httpx.Response:
         url, name, pub = job
         return httpx.post(
-            f"{url}/v1/admin/feedstocks/{name}/keys", json={"key": pub}, headers=auth, timeout=120
+            f"{url}/v1/admin/feedstocks/{name}/keys", json={"key": pub}, headers=admin, timeout=120
         )
 
     with ThreadPoolExecutor(max_workers=12) as pool:

@@ -34,6 +34,7 @@ EXPECTED = {
     ("post", "/v1/admin/feedstocks/{name}/keys"),
     ("delete", "/v1/admin/feedstocks/{name}/keys/{keyid}"),
     ("post", "/v1/admin/outputs/import"),
+    ("post", "/v1/admin/attestations/{subdir}/{filename}/withdraw"),
     ("get", "/v1/admin/audit"),
     # Roll-out stages (signer/service/routers/rollout.py)
     ("put", "/v1/admin/feedstocks/{name}/stage"),
@@ -189,6 +190,10 @@ def _battery(
             f"noarch/{artifact.name}": {"sha256": info.sha256, "attestation": sidecar()},
             "noarch/bad.conda": {"sha256": info.sha256, "attestation": {}}}}, None),
         ("get", f"/trust/attestations/noarch/{artifact.name}.sig.json", None, None),
+        ("post", f"/v1/admin/attestations/noarch/{artifact.name}/withdraw",
+         {"reason": "test"}, admin),
+        ("post", f"/v1/admin/attestations/noarch/{artifact.name}/withdraw",
+         {"reason": "again"}, admin),
         ("delete", "/v1/admin/feedstocks/oa/keys/" + key.keyid, None, admin),
         ("delete", "/v1/admin/feedstocks/oa", None, admin),
         ("get", "/metrics", None, None),

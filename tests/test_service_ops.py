@@ -18,10 +18,10 @@ from sqlalchemy import select
 from test_service_support import Server, World, make_world, run_cli, wait_for
 
 from signer.ceremony.devrepo import make_dev_trust_repo
+from signer.feedstock.submit import Submission, post_batch
 from signer.fetch import LocalSource
 from signer.keys import KeyHandle, generate_key, resolve_keyref
 from signer.service import bootstrap, registry
-from signer.service.client import Submission, post_batch
 from signer.service.db.models import Document
 from signer.service.db.session import Database
 from signer.service.online_keys import OnlineKeys
@@ -211,7 +211,7 @@ def test_crash_mid_publish_keeps_the_previous_set(
         monkeypatch.setattr(publish_dir, "write_atomic", crash_on_second)
         _, pub = world.feedstock_key("f1-second")
         with pytest.raises(OSError), publisher.change("test") as change:
-            registry.add_key(change, "f1", pub)
+            registry.add_key(change, "f1", pub, admin=True)
         monkeypatch.setattr(publish_dir, "write_atomic", real)
         # The directory still shows the previous, complete and consistent set...
         assert world.publish_dir.resolve() == previous

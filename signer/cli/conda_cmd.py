@@ -20,8 +20,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     trust.add_argument("channel", metavar="CHANNEL", help="channel name or URL, as given to conda")
     trust.add_argument("--trust", required=True, metavar="URL|DIR", help="trust repository")
     trust.add_argument("--root", required=True, type=Path, metavar="FILE", help="anchor root")
-    trust.add_argument("--policy", choices=("enforce", "observe"), default="enforce",
-                       help="enforce (default): refuse what does not verify; observe: report")
+    trust.add_argument(
+        "--policy",
+        choices=("enforce", "observe"),
+        default="enforce",
+        help="enforce (default): refuse what does not verify; observe: report",
+    )
     trust.add_argument("--user", action="store_true",
                        help="write ~/.condarc instead of the active prefix's .condarc")  # fmt: skip
     trust.set_defaults(handler=trust_cmd)
@@ -35,8 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     cache.add_argument("pkgs_dir", nargs="?", type=Path, metavar="PKGS_DIR",
                        help="package cache (default: conda's first pkgs_dirs entry)")  # fmt: skip
-    cache.add_argument("--trust", metavar="URL|DIR",
-                       help="check every archive against this repository (and --root)")
+    cache.add_argument(
+        "--trust",
+        metavar="URL|DIR",
+        help="check every archive against this repository (and --root)",
+    )
     cache.add_argument("--root", type=Path, metavar="FILE", help="anchor root for --trust")
     cache.add_argument("--json", action="store_true", help="machine-readable output")
     cache.set_defaults(handler=verify_cache_cmd)

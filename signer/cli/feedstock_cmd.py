@@ -244,7 +244,7 @@ def _load_key(args: argparse.Namespace) -> KeyHandle:
 
 
 def sign_cmd(args: argparse.Namespace) -> int:
-    from signer.feedstock.sign import DEFAULT_CHANNEL, find_artifacts, sign_artifacts
+    from signer.feedstock.sign import DEFAULT_CHANNEL, gather_artifacts, sign_artifacts
     from signer.trust.attestation import check_channel
     from signer.trust.feedstocks import check_name, normalize_feedstock
 
@@ -253,12 +253,9 @@ def sign_cmd(args: argparse.Namespace) -> int:
         raise FormatError("--feedstock", "NAME", "required (or set $FEEDSTOCK_NAME)")
     feedstock = check_name(normalize_feedstock(raw_name), "--feedstock", "NAME")
     channel = check_channel(args.channel or DEFAULT_CHANNEL, "--channel", "URL")
-    artifacts: list[Path] = list(args.artifacts)
-    for path in artifacts:
-        if not path.is_file():
-            raise FormatError(str(path), "ARTIFACT", "no such file")
     if args.outputs and args.build_dir is None:
         raise FormatError("--output", "NAME", "only with --build-dir")
+    outputs = None
     if args.build_dir is not None:
         # A build dir also holds what other variants or earlier builds left there: sign the
         # variant's outputs only, never everything that happens to be in a subdir.
@@ -267,15 +264,8 @@ def sign_cmd(args: argparse.Namespace) -> int:
                 str(args.build_dir), "--build-dir", "name the variant's outputs (--output NAME)"
             )
         outputs = {check_name(n, "--output", "NAME") for n in args.outputs}
-        with flags({"build directory": "--build-dir"}):
-            found = find_artifacts(args.build_dir, outputs)
-        if not found:
-            raise FormatError(
-                str(args.build_dir), "--build-dir", "no package of the --output names in <subdir>/"
-            )
-        artifacts += found
-    if not artifacts:
-        raise FormatError("sign", "ARTIFACT", "give artifacts or --build-dir D")
+    with flags({"build directory": "--build-dir"}):
+        artifacts = gather_artifacts(args.artifacts, args.build_dir, "sign", outputs)
     delegation = None
     if args.trust:
         from signer.cli.common import open_session, report_notices, verification_hint

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from signer.cli.common import non_negative_days
+from signer.cli.common import flags, non_negative_days
 from signer.trust.errors import FormatError
 
 if TYPE_CHECKING:
@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         type=float,
         metavar="SECONDS",
         help="cache /trust answers per process this long (default 1; 0 = always ask the DB)",
+    )
+    serve.add_argument(
+        "--sync-interval",
+        type=float,
+        metavar="SECONDS",
+        help="check the publish directory against the database this often, to catch up "
+        "with other replicas' publications (default 5; 0 = only at start-up and refresh)",
     )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     serve.set_defaults(handler=_service_command(serve_cmd))
@@ -201,6 +208,20 @@ def missing_service_modules() -> list[str]:
     return missing
 
 
+# The service library names fields; the command line names the flags that set them.
+_SERVICE_FLAGS = {
+    "roots": "--root",
+    "key_mgr key": "--key-mgr-key",
+    "pkg_mgr key": "--pkg-mgr-key",
+    "pkg_mgr threshold": "--pkg-mgr-threshold",
+    "bins": "--bins",
+    "expiry": "--expires",
+    "database": "--db",
+    "database URL": "--db",
+    "rate limit": "--rate-limit",
+}
+
+
 def _service_command(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
     """A service command: the extra must be installed, a database it cannot use is a
     one-line error (exit 2), and the databases it opened are closed when it ends."""
@@ -217,11 +238,16 @@ def _service_command(handler: Callable[[argparse.Namespace], int]) -> Callable[.
         from sqlalchemy.exc import OperationalError
 
         try:
-            return handler(args)
+            with flags(_SERVICE_FLAGS):
+                return handler(args)
         except OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             where = _settings(args).db_url.split("@")[-1]
             raise FormatError(where, "--db", f"cannot use the database: {reason}") from None
+        except OSError as exc:
+            # A publish directory that cannot be written (read-only, full): one line.
+            where = str(exc.filename) if exc.filename else f"cf-sign {args.command}"
+            raise FormatError(where, "", exc.strerror or str(exc)) from None
         finally:
             while _OPEN:
                 _OPEN.pop().dispose()
@@ -242,22 +268,33 @@ def _settings(args: argparse.Namespace) -> Settings:
 _OPEN: list[Any] = []  # databases opened by this command, closed when it ends
 
 
-def _database(args: argparse.Namespace) -> Any:
+def _database(args: argparse.Namespace, *, initialized: bool = True) -> Any:
+    """The database of `--db`; unless `initialized=False` (init, db upgrade) it must be one
+    `service init` made: a typo in `--db` must not create a new, empty one."""
     from signer.service.db.session import Database
+    from signer.service.lifecycle import check_exists, check_initialized
 
-    db = Database(_settings(args).db_url)
+    url = _settings(args).db_url
+    if initialized:
+        check_exists(url)
+    db = Database(url)
     _OPEN.append(db)
+    if initialized:
+        check_initialized(db)
     return db
 
 
-def _publisher(args: argparse.Namespace) -> Any:
+def _publisher(args: argparse.Namespace, *, initialized: bool = True, writes: bool = False) -> Any:
     from signer.service.db.migrate import upgrade
     from signer.service.publisher import Publisher
 
-    db = _database(args)
-    upgrade(db)  # every command works on a fresh database
+    db = _database(args, initialized=initialized)
+    upgrade(db)  # an older schema is brought to this version's
     settings = _settings(args)
-    return Publisher(db, settings.publish_dir, publish_to=settings.publish_to)
+    publisher = Publisher(db, settings.publish_dir, publish_to=settings.publish_to)
+    if writes:
+        publisher.files.check_writable()  # before anything is committed
+    return publisher
 
 
 # ----------------------------------------------------------------------------- serve, db
@@ -274,6 +311,10 @@ def serve_cmd(args: argparse.Namespace) -> int:
         settings = settings.with_overrides(rate_per_second=rate, rate_burst=burst)
     if args.refresh_interval is not None:
         settings = settings.with_overrides(refresh_interval=args.refresh_interval)
+    if args.sync_interval is not None:
+        if not args.sync_interval >= 0 or args.sync_interval == float("inf"):
+            raise FormatError(str(args.sync_interval), "--sync-interval", "must be >= 0")
+        settings = settings.with_overrides(sync_interval=args.sync_interval)
     if args.trust_cache is not None:
         if args.trust_cache < 0:
             raise FormatError(str(args.trust_cache), "--trust-cache", "must be >= 0")
@@ -282,11 +323,10 @@ def serve_cmd(args: argparse.Namespace) -> int:
         raise FormatError(str(args.workers), "--workers", "must be >= 1")
     _check_port(args.host, args.port)
 
-    # Reach the database and migrate it here, where a failure is one line (exit 2); inside
-    # uvicorn's start-up it would be a traceback. The servers then find the schema current.
-    from signer.service.db.migrate import upgrade
-
-    upgrade(_database(args))
+    # Reach the database, check it was initialized, migrate it and check the publish
+    # directory can be written here, where a failure is one line (exit 2); inside uvicorn's
+    # start-up it would be a traceback. The servers then find the schema current.
+    _publisher(args, writes=True)
     while _OPEN:  # not held open while serving
         _OPEN.pop().dispose()
     sys.stderr.write(
@@ -339,7 +379,7 @@ def _check_port(host: str, port: int) -> None:
 def db_upgrade_cmd(args: argparse.Namespace) -> int:
     from signer.service.db.migrate import upgrade
 
-    before, after = upgrade(_database(args))
+    before, after = upgrade(_database(args, initialized=False))
     print(f"database at revision {after}" + (f" (was {before})" if before != after else ""))
     return 0
 
@@ -360,7 +400,7 @@ def init_cmd(args: argparse.Namespace) -> int:
 
     roots = [(path, read_file(path, MAX_DELEGATING)) for path in _flatten(args.root)]
     change = initialize(
-        _publisher(args),
+        _publisher(args, initialized=False, writes=True),
         roots,
         args.key_mgr_key,
         args.pkg_mgr_key,
@@ -410,15 +450,13 @@ def token_revoke_cmd(args: argparse.Namespace) -> int:
 
 
 def token_list_cmd(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
     from signer.cli.common import print_table
-    from signer.service.db.models import Token
+    from signer.service.tokens import list_tokens
 
     publisher = _publisher(args)
     with publisher.db.read() as session:
         rows = [["ID", "NAME", "SCOPES", "CREATED", "REVOKED"]]
-        for t in session.scalars(select(Token).order_by(Token.id)):
+        for t in list_tokens(session):
             revoked = t.revoked_at.isoformat(timespec="seconds") if t.revoked_at else "-"
             created = t.created_at.isoformat(timespec="seconds")
             rows.append([str(t.id), t.name, t.scopes, created, revoked])
@@ -429,7 +467,7 @@ def token_list_cmd(args: argparse.Namespace) -> int:
 def refresh_cmd(args: argparse.Namespace) -> int:
     from datetime import timedelta
 
-    publisher = _publisher(args)
+    publisher = _publisher(args, writes=True)
     within = timedelta(days=args.within) if args.within is not None else None
     change = publisher.refresh(within, actor=f"cli ({_user()})")
     _print_change(change)
@@ -460,16 +498,12 @@ def audit_verify_cmd(args: argparse.Namespace) -> int:
 
 
 def audit_show_cmd(args: argparse.Namespace) -> int:
-    from sqlalchemy import select
-
-    from signer.service.audit import entry_dict
-    from signer.service.db.models import AuditEntry
+    from signer.service.audit import page
 
     publisher = _publisher(args)
     with publisher.db.read() as session:
-        stmt = select(AuditEntry).where(AuditEntry.seq > args.after).order_by(AuditEntry.seq)
-        for entry in session.scalars(stmt):
-            print(json.dumps(entry_dict(entry), sort_keys=True))
+        for entry in page(session, args.after):
+            print(json.dumps(entry, sort_keys=True))
     return 0
 
 
@@ -477,7 +511,7 @@ def audit_show_cmd(args: argparse.Namespace) -> int:
 
 
 def submit_cmd(args: argparse.Namespace) -> int:
-    from signer.service.client import UNSENT, collect, post_all
+    from signer.feedstock.submit import UNSENT, collect, post_all
 
     if not args.service:
         raise FormatError("--service", "URL", f"required (or set ${ENV_SERVICE_URL})")
@@ -485,7 +519,10 @@ def submit_cmd(args: argparse.Namespace) -> int:
         raise FormatError(args.service, "--service", "expected an http(s) URL")
     if args.retries < 1 or args.batch < 1:
         raise FormatError("--retries/--batch", "", "must be >= 1")
-    batches = collect(args.artifacts, args.build_dir, args.sig_dir)
+    from signer.cli.common import flags
+
+    with flags({"build directory": "--build-dir"}):
+        batches = collect(args.artifacts, args.build_dir, args.sig_dir)
     results = post_all(
         args.service, batches, retries=args.retries, timeout=args.timeout, batch=args.batch
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from signer.client.artifact import ArtifactVerdict, failed, find_sidecar
+from signer.trust import layout
 from signer.trust.attestation import AttestationResult, parse_sidecar, verify_sidecar
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.feedstocks import ResolvedDelegation, resolve_feedstock
@@ -35,7 +36,7 @@ from signer.trust.state import TrustState
 from signer.trust.timefmt import DEFAULT_CLOCK_SKEW, system_clock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from signer.repodata.document import SplitRepodata
     from signer.repodata.verify import RepodataReport
@@ -302,13 +303,16 @@ class TrustSession:
         repodata: Path | bytes | SplitRepodata,
         *,
         jobs: int | None = None,
+        profiles: Sequence[str] = ("conda",),
         check_mamba: bool = False,
         on_progress: Callable[[int], None] | None = None,
     ) -> RepodataReport:
         """Every record's signatures against the verified pkg_mgr delegation (rule 5).
 
-        The document is read first (FormatError: bad input), then the trust documents
-        (VerificationError when they do not verify).
+        `profiles`: whose acceptance to judge ("conda", "mamba"); `check_mamba` adds
+        "mamba". The mamba profile needs a verified pkg_mgr.json (libmamba refuses a channel
+        without one). The document is read first (FormatError: bad input), then the trust
+        documents (VerificationError when they do not verify).
         """
         from signer.repodata.document import SplitRepodata, read_repodata, split_repodata
         from signer.repodata.parallel import default_jobs
@@ -320,11 +324,16 @@ class TrustSession:
             split = split_repodata(repodata, "repodata.json", members=False)
         else:
             split = read_repodata(repodata, members=False)
+        if check_mamba and "mamba" not in profiles:
+            profiles = (*profiles, "mamba")
         pkg_mgr = self.key_mgr.meta.pkg_mgr_keys
+        if "mamba" in profiles and self.pkg_mgr is None:
+            why = "not found in the trust repository (mamba requires it)"
+            raise VerificationError(layout.PKG_MGR, "missing", why)
         return verify_repodata(
             split,
             pkg_mgr,
             jobs=jobs or default_jobs(),
-            check_mamba=check_mamba,
+            profiles=profiles,
             on_progress=on_progress,
         )

@@ -77,6 +77,32 @@ def find_artifacts(build_dir: Path, outputs: Collection[str] | None = None) -> l
     return found
 
 
+def gather_artifacts(
+    artifacts: Sequence[Path],
+    build_dir: Path | None,
+    command: str,
+    outputs: Collection[str] | None = None,
+) -> list[Path]:
+    """The artifacts named, then the packages under `build_dir` (of `outputs` only, when
+    given: see find_artifacts), for `sign` and `submit`.
+
+    FormatError names the artifact or the build directory (the CLI adds its flags)."""
+    paths = list(artifacts)
+    for path in paths:
+        if not path.is_file():
+            why = "a directory, not an artifact" if path.is_dir() else "no such file"
+            raise FormatError(str(path), "ARTIFACT", why)
+    if build_dir is not None:
+        found = find_artifacts(build_dir, outputs)
+        if not found:
+            what = "no package of the named outputs" if outputs is not None else "no packages"
+            raise FormatError(str(build_dir), "build directory", f"{what} in <subdir>/")
+        paths += found
+    if not paths:
+        raise FormatError(command, "ARTIFACT", "give artifacts or a build directory")
+    return paths
+
+
 def _sign_envelope(payload: bytes, key: KeyHandle) -> dict[str, Any]:
     from securesystemslib.dsse import Envelope
 

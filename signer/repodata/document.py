@@ -42,11 +42,16 @@ class SplitRepodata:
         self.complete = complete  # False: only what verifying needs (`top` has just `info`)
 
     @property
-    def subdir(self) -> str:
+    def info_subdir(self) -> str:
+        """`info.subdir` as libmamba reads it ("" when absent or not a string)."""
         raw = self.top.get("info")
         info = orjson.loads(bytes(raw)) if raw is not None else None
         subdir = info.get("subdir") if isinstance(info, dict) else None
-        return subdir if isinstance(subdir, str) and subdir else "unknown"
+        return subdir if isinstance(subdir, str) else ""
+
+    @property
+    def subdir(self) -> str:
+        return self.info_subdir or "unknown"
 
     def to_bytes(self, signatures: dict[str, Any]) -> bytes:
         """The document with `signatures` replaced; every other member byte-identical."""

@@ -1,14 +1,16 @@
 """Verifying every record of a repodata against the pkg_mgr delegation (rule 5).
 
-Only full-record (conda profile) signatures count toward the threshold. A record with no
-valid conda-profile signature is checked against the mamba subset too, so the report can
-tell "signed for mamba only" from "bad signature". File names are checked against each
-record's name/version/build and reported separately from signature validity.
+Each profile is judged on its own: the conda profile counts the signatures valid over the
+whole record (what conda-content-trust checks), the mamba profile those valid over
+libmamba's signable (what mamba checks). By default only the conda profile is checked; a
+record failing it is looked at under the other profile too, so the report can tell "signed
+for mamba only" from "bad signature". File names are checked against each record's
+name/version/build and reported separately from signature validity.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -16,7 +18,13 @@ import orjson
 
 from signer.repodata.document import SplitRepodata, parse_record_checked
 from signer.repodata.parallel import map_ranges
-from signer.repodata.profiles import conda_message, mamba_message
+from signer.repodata.profiles import (
+    Profile,
+    UnsignableRecord,
+    conda_message,
+    mamba_message,
+    parse_profiles,
+)
 from signer.trust.ed25519 import verify_raw
 from signer.trust.metadata import Delegation
 
@@ -25,33 +33,49 @@ class Failure(NamedTuple):
     filename: str
     check: str  # "signature" | "unsigned" | "file-name"
     reason: str
+    profile: str = ""  # "conda" | "mamba"; "" for the file-name check
+
+
+class ProfileCounts(NamedTuple):
+    """How the records fare under one profile's signatures."""
+
+    valid: int  # the pkg_mgr threshold is met over this profile's bytes
+    invalid: int  # signed by delegated keys, but short of the threshold over these bytes
+    unsigned: int  # no signature by a delegated key at all
+
+    def ok(self, allow_unsigned: bool = False) -> bool:
+        return self.invalid == 0 and (allow_unsigned or self.unsigned == 0)
 
 
 class RangeResult(NamedTuple):
-    valid: int
-    invalid: int
-    unsigned: int
-    mamba_only: int
-    mamba_valid: int
+    counts: dict[Profile, list[int]]  # profile -> [valid, invalid, unsigned]
     mismatches: int
     failures: list[Failure]
 
 
 class RepodataReport(NamedTuple):
-    """Counts over the whole repodata, and every failure."""
+    """Counts over the whole repodata per profile checked, and every failure."""
 
     records: int
-    valid: int
-    invalid: int
-    unsigned: int
-    mamba_only: int
-    mamba_valid: int  # valid mamba-profile signatures seen (checked ones only)
+    profiles: dict[Profile, ProfileCounts]  # only the profiles that were checked
     mismatches: int
     failures: list[Failure]
 
     def ok(self, allow_unsigned: bool = False) -> bool:
-        unsigned_ok = allow_unsigned or self.unsigned == 0
-        return self.invalid == 0 and self.mamba_only == 0 and self.mismatches == 0 and unsigned_ok
+        return self.mismatches == 0 and all(c.ok(allow_unsigned) for c in self.profiles.values())
+
+    # The conda profile's counts, under the names scripts have read since before profiles.
+    @property
+    def valid(self) -> int:
+        return self.profiles["conda"].valid
+
+    @property
+    def invalid(self) -> int:
+        return self.profiles["conda"].invalid
+
+    @property
+    def unsigned(self) -> int:
+        return self.profiles["conda"].unsigned
 
 
 def file_name_problem(filename: str, record: dict[str, Any]) -> str | None:
@@ -113,36 +137,84 @@ def _decode(entry: object) -> bytes | None:
 
 _Key = tuple[str, bytes]
 
-
-class _RecordCheck(NamedTuple):
-    counted: int  # valid full-record signatures by delegated keys
-    mamba_valid: int  # valid mamba-subset signatures among the rest (when checked)
-    failed: list[str]  # delegated keys whose signature did not verify over the full record
+_OTHER: dict[Profile, Profile] = {"conda": "mamba", "mamba": "conda"}
+_BYTES: dict[Profile, str] = {"conda": "over the whole record", "mamba": "over libmamba's signable"}
 
 
-def _check_record(
-    record: dict[str, Any], message: bytes, sigs: dict[str, Any], order: list[_Key],
-    threshold: int, check_mamba: bool,
-) -> _RecordCheck:  # fmt: skip
-    """`message`: the record's conda-profile bytes."""
-    counted = 0
-    failed: list[tuple[str, bytes, bytes | None]] = []
-    for position, (hexkey, public) in enumerate(order):
-        if hexkey not in sigs:
-            continue
-        sig = _decode(sigs[hexkey])
-        if sig is not None and verify_raw(public, sig, message):
-            counted += 1
-            if position:  # try the key that signs this channel's full records first
-                order.insert(0, order.pop(position))
-            if counted >= threshold and not check_mamba:
-                return _RecordCheck(counted, 0, [])
+class _Record:
+    """One record's bytes per profile, made on first use."""
+
+    __slots__ = ("conda", "float_free", "mamba", "record", "subdir")
+
+    def __init__(self, record: dict[str, Any], float_free: bool, subdir: str) -> None:
+        self.record, self.float_free, self.subdir = record, float_free, subdir
+        self.conda: bytes | None = None
+        self.mamba: bytes | None = None
+
+    def message(self, profile: Profile) -> bytes | None:
+        """None: the record has no bytes for this profile (libmamba cannot read it)."""
+        if profile == "conda":
+            if self.conda is None:
+                self.conda = conda_message(self.record, float_free=self.float_free)
+            return self.conda
+        if self.mamba is None:
+            try:
+                self.mamba = mamba_message(self.record, self.subdir)
+            except UnsignableRecord:
+                return None
+        return self.mamba
+
+
+def _valid_keys(signed: list[tuple[str, bytes, bytes | None]], message: bytes | None) -> set[str]:
+    if message is None:
+        return set()
+    return {k for k, public, sig in signed if sig is not None and verify_raw(public, sig, message)}
+
+
+def _short(keys: list[str]) -> str:
+    return ", ".join(k[:8] + "…" for k in keys)
+
+
+def _judge(
+    rec: _Record, sigs: dict[str, Any], keys: list[_Key], threshold: int,
+    profiles: tuple[Profile, ...],
+) -> tuple[list[tuple[Profile, bool, str]], set[str]]:  # fmt: skip
+    """(profile, threshold met, why not) for each profile, and the keys valid for conda."""
+    signed = [(k, public, _decode(sigs[k])) for k, public in keys if k in sigs]
+    valid: dict[Profile, set[str]] = {}
+    for profile in profiles:
+        # A signature valid over one profile's bytes is valid over the other's only when
+        # the bytes are the same (a record that holds just the fields libmamba signs).
+        done = valid.get(_OTHER[profile])
+        if done is not None and rec.message(profile) == rec.message(_OTHER[profile]):
+            valid[profile] = done
         else:
-            failed.append((hexkey, public, sig))
-    subset = mamba_message(record) if failed else b""
-    mamba_valid = sum(1 for _, public, sig in failed
-                      if sig is not None and verify_raw(public, sig, subset))  # fmt: skip
-    return _RecordCheck(counted, mamba_valid, [k for k, _, _ in failed])
+            rest = [s for s in signed if done is None or s[0] not in done]
+            valid[profile] = _valid_keys(rest, rec.message(profile))
+    out: list[tuple[Profile, bool, str]] = []
+    for profile in profiles:
+        good = valid[profile]
+        if len(good) >= threshold:
+            out.append((profile, True, ""))
+            continue
+        failed = [s for s in signed if s[0] not in good]
+        other = _OTHER[profile]
+        by_other = valid.get(other)
+        if by_other is None:
+            by_other = _valid_keys(failed, rec.message(other))
+        only_other = [k for k, _, _ in failed if k in by_other]
+        bad = [k for k, _, _ in failed if k not in by_other]
+        count = f"({len(good)} of {threshold} valid {_BYTES[profile]})"
+        if rec.message(profile) is None:
+            why = "libmamba cannot read the record (a string is not valid Unicode)"
+        elif bad:
+            why = f"bad signature by {_short(bad)} {count}"
+            if only_other:
+                why += f"; {other}-profile signature by {_short(only_other)}"
+        else:
+            why = f"only {other}-profile signatures {count}"
+        out.append((profile, False, why))
+    return out, valid.get("conda", set())
 
 
 def verify_repodata(
@@ -150,19 +222,27 @@ def verify_repodata(
     pkg_mgr: Delegation,
     *,
     jobs: int = 1,
-    check_mamba: bool = False,
+    profiles: Sequence[str] = ("conda",),
     on_progress: Callable[[int], None] | None = None,
 ) -> RepodataReport:
+    """Every record against the pkg_mgr delegation, under each profile in `profiles`."""
+    checked = parse_profiles(profiles)
+    if not checked:
+        raise ValueError("no profile to check")
     records = split.records
     raw_signatures = split.signatures
     keys = [(k, bytes.fromhex(k)) for k in pkg_mgr.pubkeys]
     threshold = pkg_mgr.threshold
+    subdir = split.info_subdir
 
     def verify_range(start: int, end: int) -> RangeResult:
-        valid = invalid = unsigned = mamba_only = mamba_valid = mismatches = 0
+        counts = {p: [0, 0, 0] for p in checked}
+        conda_counts = counts.get("conda", [0, 0, 0])
+        mismatches = 0
         failures: list[Failure] = []
         order = list(keys)
-        one_will_do = threshold == 1 and not check_mamba
+        conda_only = checked == ("conda",)
+        one_will_do = threshold == 1 and conda_only
         for item in records[start:end]:
             filename = item.filename
             record, float_free = parse_record_checked(item, split.source)
@@ -175,41 +255,40 @@ def verify_repodata(
             message = None
             if one_will_do and sigs is not None and order[0][0] in sigs:
                 # The common case, threshold 1: the key that signed the last record.
-                message = conda_message(record, float_free=float_free)
                 sig = _decode(sigs[order[0][0]])
-                if sig is not None and verify_raw(order[0][1], sig, message):
-                    valid += 1
-                    continue
-            if sigs is None or not any(k in sigs for k, _ in keys):
-                unsigned += 1
-                failures.append(Failure(filename, "unsigned", "no signature by a pkg_mgr key"))
-                continue
-            if message is None:
                 message = conda_message(record, float_free=float_free)
-            check = _check_record(record, message, sigs, order, threshold, check_mamba)
-            mamba_valid += check.mamba_valid
-            if check.counted >= threshold:
-                valid += 1
-            elif check.mamba_valid:
-                mamba_only += 1
-                why = f"only mamba-profile signatures ({check.counted} of {threshold} full-record)"
-                failures.append(Failure(filename, "signature", why))
-            else:
-                invalid += 1
-                bad = ", ".join(k[:8] + "…" for k in check.failed)
-                why = f"bad signature by {bad} ({check.counted} of {threshold} valid)"
-                failures.append(Failure(filename, "signature", why))
-        return RangeResult(valid, invalid, unsigned, mamba_only, mamba_valid, mismatches, failures)
+                if sig is not None and verify_raw(order[0][1], sig, message):
+                    conda_counts[0] += 1
+                    continue
+            rec = _Record(record, float_free, subdir)
+            rec.conda = message
+            if sigs is None or not any(k in sigs for k, _ in keys):
+                for profile in checked:
+                    counts[profile][2] += 1
+                    failures.append(Failure(filename, "unsigned", "no signature by a pkg_mgr key",
+                                            profile))  # fmt: skip
+                continue
+            judged, conda_valid = _judge(rec, sigs, order, threshold, checked)
+            for profile, good, why in judged:
+                if good:
+                    counts[profile][0] += 1
+                else:
+                    counts[profile][1] += 1
+                    failures.append(Failure(filename, "signature", why, profile))
+            if conda_valid and order[0][0] not in conda_valid:
+                # Try a key that signs this channel's full records first from now on.
+                position = next(i for i, (k, _) in enumerate(order) if k in conda_valid)
+                order.insert(0, order.pop(position))
+        return RangeResult(counts, mismatches, failures)
 
     parts = map_ranges(verify_range, len(records), jobs, on_chunk=on_progress)
-    failures = [f for part in parts for f in part.failures]
+    totals = {
+        p: ProfileCounts(*(sum(part.counts[p][i] for part in parts) for i in range(3)))
+        for p in checked
+    }
     return RepodataReport(
         len(records),
-        sum(p.valid for p in parts),
-        sum(p.invalid for p in parts),
-        sum(p.unsigned for p in parts),
-        sum(p.mamba_only for p in parts),
-        sum(p.mamba_valid for p in parts),
+        totals,
         sum(p.mismatches for p in parts),
-        failures,
+        [f for part in parts for f in part.failures],
     )

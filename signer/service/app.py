@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DataError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -25,6 +27,7 @@ from signer.service.config import Settings, load_settings
 from signer.service.db.migrate import upgrade
 from signer.service.db.session import Database
 from signer.service.deps import ServiceState
+from signer.service.documents import TrustFiles
 from signer.service.errors import RateLimited, ServiceError
 from signer.service.intake import Intake
 from signer.service.limits import BodyLimit
@@ -32,8 +35,28 @@ from signer.service.metrics import Metrics
 from signer.service.online_keys import OnlineKeys
 from signer.service.publisher import Publisher
 from signer.service.ratelimit import TokenBuckets
-from signer.service.routers.trust import TrustFastPath, TrustFiles
+from signer.service.routers import (
+    admin,
+    attestations,
+    health,
+    rollout,
+    signing_events,
+    trust,
+)
+from signer.service.routers.trust import TrustFastPath
 from signer.trust.errors import FormatError, VerificationError
+from signer.trust.timefmt import system_clock
+
+# Every router of the API, in the order of the OpenAPI document. A new area adds its module
+# under routers/ and one entry here.
+ROUTERS = (
+    trust.router,
+    health.router,
+    attestations.router,
+    admin.router,
+    signing_events.router,
+    rollout.router,
+)
 
 log = logging.getLogger("cf_sign.service")
 
@@ -69,6 +92,13 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(VerificationError)
     async def verification_error(_request: Request, exc: VerificationError) -> JSONResponse:
         return error_response(409, "verification_failed", str(exc))
+
+    @app.exception_handler(DataError)
+    async def data_error(_request: Request, exc: DataError) -> JSONResponse:
+        # The database refused a value a client sent (a NUL, an out-of-range number) that
+        # validation let through: still the client's input, so a 400, logged in one line.
+        log.warning("database refused a request value: %s", str(exc.orig).splitlines()[0])
+        return error_response(400, "invalid_input", "a value in the request is not acceptable")
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -115,10 +145,39 @@ async def _refresh_forever(state: ServiceState) -> None:
             change = await run_in_threadpool(state.publisher.refresh, None, actor="refresh")
             if change.published:
                 log.info("refresh published %s", sorted(change.published))
+            written = await run_in_threadpool(state.publisher.sync_files)
+            if written:
+                log.warning("publish directory lagged the database; rewrote %s", written[:20])
         except ServiceError:
             pass  # not initialized yet
         except Exception:
             log.exception("periodic refresh failed; retrying at the next interval")
+
+
+# Attestations committed by another replica within this window before the last check are
+# looked at again: transactions commit out of order, and clocks of replicas differ a little.
+SYNC_OVERLAP = timedelta(minutes=5)
+
+
+async def _sync_forever(state: ServiceState) -> None:
+    """Bring this replica's publish directory to the database (another replica published)."""
+    since, audit_after = system_clock() - SYNC_OVERLAP, 0
+    while True:
+        await asyncio.sleep(state.settings.sync_interval)
+        started = system_clock()
+        try:
+            written = await run_in_threadpool(
+                lambda: state.publisher.sync_files(attestations=False, trust_cache=True)
+            )
+            recent, audit_after = await run_in_threadpool(
+                state.publisher.sync_recent_attestations, since, audit_after
+            )
+            written += recent
+            if written:
+                log.info("publish directory caught up with the database: %s", written[:20])
+            since = started - SYNC_OVERLAP
+        except Exception:
+            log.exception("publish directory sync failed; retrying at the next interval")
 
 
 def _startup(state: ServiceState) -> None:
@@ -134,13 +193,15 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_startup, state)
-        task = None
+        tasks = []
         if settings.refresh_interval > 0:
-            task = asyncio.create_task(_refresh_forever(state))
+            tasks.append(asyncio.create_task(_refresh_forever(state)))
+        if settings.sync_interval > 0:
+            tasks.append(asyncio.create_task(_sync_forever(state)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -156,21 +217,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.service = state
     _install_error_handlers(app)
 
-    from signer.service.routers import (
-        admin,
-        attestations,
-        health,
-        rollout,
-        signing_events,
-        trust,
-    )
-
-    app.include_router(trust.router)
-    app.include_router(health.router)
-    app.include_router(attestations.router)
-    app.include_router(admin.router)
-    app.include_router(signing_events.router)
-    app.include_router(rollout.router)
+    for router in ROUTERS:
+        app.include_router(router)
 
     # Each added middleware wraps the ones before: metrics see every answer (413s from the
     # body limit, and the /trust fast path, which answers before FastAPI's routing).

@@ -71,6 +71,32 @@ def append(session: Session, actor: str, action: str, detail: Mapping[str, Any])
     return entry
 
 
+def page(session: Session, after: int, limit: int | None = None) -> list[dict[str, Any]]:
+    """Entries after sequence number `after`, oldest first (all of them without `limit`)."""
+    stmt = select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq)
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return [entry_dict(e) for e in session.scalars(stmt)]
+
+
+def head_seq(session: Session) -> int:
+    return session.scalar(select(AuditEntry.seq).order_by(AuditEntry.seq.desc()).limit(1)) or 0
+
+
+def withdrawals_after(session: Session, after: int) -> list[tuple[str, str]]:
+    """(subdir, filename) of the attestations withdrawn in entries after `after`."""
+    out: list[tuple[str, str]] = []
+    for (detail,) in session.execute(
+        select(AuditEntry.detail).where(
+            AuditEntry.seq > after, AuditEntry.action == "attestation.withdraw"
+        )
+    ):
+        subdir, _, filename = str(json.loads(detail).get("artifact", "")).partition("/")
+        if subdir and filename:
+            out.append((subdir, filename))
+    return out
+
+
 def entry_dict(entry: AuditEntry) -> dict[str, Any]:
     return {
         "seq": entry.seq,

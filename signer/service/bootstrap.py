@@ -35,7 +35,7 @@ from signer.trust.timefmt import system_clock
 def parse_roots(files: Sequence[tuple[str, bytes]]) -> list[tuple[SignedMetadata[Root], bytes]]:
     """Parse and order the roots (with their exact bytes); they must form a chain."""
     if not files:
-        raise FormatError("--root", "", "at least one root is needed")
+        raise FormatError("service init", "roots", "at least one root is needed")
     roots = sorted(
         ((parse_metadata(data, name, "root"), data) for name, data in files),
         key=lambda pair: pair[0].meta.version,
@@ -56,13 +56,13 @@ def check_key_mgr_keys(root: Root, keyrefs: Sequence[str]) -> None:
         public = resolve_online_key(ref).public_key_hex
         if public not in allowed:
             raise FormatError(
-                ref, "--key-mgr-key", f"not one of root v{root.version}'s key_mgr keys"
+                ref, "key_mgr key", f"not one of root v{root.version}'s key_mgr keys"
             )
         seen.add(public)
     if len(seen) < root.key_mgr_keys.threshold:
         raise FormatError(
-            "--key-mgr-key",
-            "",
+            "service init",
+            "key_mgr key",
             f"{len(seen)} distinct key(s) given, root v{root.version} requires "
             f"{root.key_mgr_keys.threshold}",
         )
@@ -86,16 +86,16 @@ def initialize(
     assert isinstance(newest, Root)
     check_key_mgr_keys(newest, key_mgr_keyrefs)
     if not pkg_mgr_keyrefs:
-        raise FormatError("--pkg-mgr-key", "", "at least one pkg_mgr key is needed")
+        raise FormatError("service init", "pkg_mgr key", "at least one pkg_mgr key is needed")
     pkg_keys = {resolve_online_key(ref).public_key_hex for ref in pkg_mgr_keyrefs}
     if len(pkg_keys) != len(pkg_mgr_keyrefs):
-        raise FormatError("--pkg-mgr-key", "", "the same key was given twice")
+        raise FormatError("service init", "pkg_mgr key", "the same key was given twice")
     if not 1 <= pkg_mgr_threshold <= len(pkg_keys):
-        raise FormatError("--pkg-mgr-threshold", "", f"must be 1..{len(pkg_keys)}")
+        raise FormatError("service init", "pkg_mgr threshold", f"must be 1..{len(pkg_keys)}")
     if bins not in BIN_CHOICES:
-        raise FormatError("--bins", "", f"must be one of {BIN_CHOICES}")
+        raise FormatError("service init", "bins", f"must be one of {BIN_CHOICES}")
     if expires_days <= 0:
-        raise FormatError("--expires", "", "must be more than 0 days")
+        raise FormatError("service init", "expiry", "must be more than 0 days")
     config = ServiceConfig(
         key_mgr_keyrefs=tuple(key_mgr_keyrefs),
         pkg_mgr_keyrefs=tuple(pkg_mgr_keyrefs),
@@ -105,7 +105,7 @@ def initialize(
     )
     with publisher.change(actor, needs_config=False) as change:
         if load_config(change.session) is not None:
-            raise FormatError("--db", "", "the service is already initialized")
+            raise FormatError("service init", "database", "the service is already initialized")
         store_config(change.session, config)
         change.new_roots = [data for _, data in chain]  # byte-identical
         change.delegations_changed = True

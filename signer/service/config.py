@@ -6,6 +6,7 @@ Production points `--db` / `CF_SIGN_DB` at PostgreSQL (`postgresql+psycopg://...
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -21,6 +22,7 @@ ENV_DATA_DIR = "CF_SIGN_DATA_DIR"
 ENV_RATE = "CF_SIGN_RATE_LIMIT"  # "RATE/BURST": artifacts per second per feedstock, burst
 ENV_REFRESH = "CF_SIGN_REFRESH_INTERVAL"
 ENV_TRUST_CACHE = "CF_SIGN_TRUST_CACHE"
+ENV_SYNC = "CF_SIGN_SYNC_INTERVAL"
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -34,7 +36,7 @@ def normalize_db_url(url: str) -> str:
     if url.startswith("postgresql+psycopg://") or url.startswith("sqlite:///"):
         return url
     raise FormatError(
-        url.split("@")[-1], "--db", "expected sqlite:///PATH or postgresql+psycopg://..."
+        url.split("@")[-1], "database URL", "expected sqlite:///PATH or postgresql+psycopg://..."
     )
 
 
@@ -48,9 +50,9 @@ def parse_rate(text: str) -> tuple[float, int]:
         rate = float(rate_text)
         burst = int(burst_text) if burst_text else max(1, int(rate * 60))
     except ValueError:
-        raise FormatError(text, "--rate-limit", "expected RATE/BURST, e.g. 5/600") from None
+        raise FormatError(text, "rate limit", "expected RATE/BURST, e.g. 5/600") from None
     if not rate > 0 or burst < 1:
-        raise FormatError(text, "--rate-limit", "RATE must be > 0 and BURST >= 1")
+        raise FormatError(text, "rate limit", "RATE must be > 0 and BURST >= 1")
     return rate, burst
 
 
@@ -73,6 +75,9 @@ class Settings:
     max_other_body: int = 64 * KIB
     # How often the server re-signs documents nearing expiry (0 = never; cron can instead).
     refresh_interval: float = 3600.0
+    # How often this replica checks its publish directory against the database (another
+    # replica may have published; 0 = never, only at start-up and refresh).
+    sync_interval: float = 5.0
     # /trust answers are cached per process this long (a publication here drops them at once).
     trust_cache_seconds: float = 1.0
     # Answer /trust in front of FastAPI's routing (off: the documented route answers; the
@@ -93,8 +98,8 @@ def _seconds(env: Mapping[str, str], name: str) -> float:
         value = float(env[name])
     except ValueError:
         raise FormatError(env[name], name, "expected seconds") from None
-    if value < 0:
-        raise FormatError(env[name], name, "must be >= 0")
+    if not math.isfinite(value) or value < 0:
+        raise FormatError(env[name], name, "must be a finite number >= 0")
     return value
 
 
@@ -121,6 +126,8 @@ def load_settings(
         settings = replace(settings, rate_per_second=rate, rate_burst=burst)
     if env.get(ENV_REFRESH):
         settings = replace(settings, refresh_interval=_seconds(env, ENV_REFRESH))
+    if env.get(ENV_SYNC):
+        settings = replace(settings, sync_interval=_seconds(env, ENV_SYNC))
     if env.get(ENV_TRUST_CACHE):
         settings = replace(settings, trust_cache_seconds=_seconds(env, ENV_TRUST_CACHE))
     return settings
@@ -135,4 +142,5 @@ def export_env(settings: Settings) -> dict[str, str]:
         ENV_RATE: f"{settings.rate_per_second}/{settings.rate_burst}",
         ENV_REFRESH: str(settings.refresh_interval),
         ENV_TRUST_CACHE: str(settings.trust_cache_seconds),
+        ENV_SYNC: str(settings.sync_interval),
     }

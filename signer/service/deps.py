@@ -1,24 +1,26 @@
-"""FastAPI dependencies: the service state, and bearer-token authentication with scopes."""
+"""FastAPI dependencies: the service state, and bearer-token authentication with scopes.
+
+Routes declare what they need by type: `state: State`, `actor: Registrar` or
+`actor: Admin` (an `Annotated` dependency each).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from signer.service.config import Settings
 from signer.service.db.session import Database
+from signer.service.documents import TrustFiles
 from signer.service.errors import Forbidden, Unauthorized
 from signer.service.intake import Intake
 from signer.service.metrics import Metrics
 from signer.service.publisher import Publisher
 from signer.service.tokens import authenticate
-
-if TYPE_CHECKING:
-    from signer.service.routers.trust import TrustFiles
 
 
 @dataclass
@@ -38,8 +40,12 @@ class Actor:
     name: str
     scopes: frozenset[str]
 
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.scopes
+
     def has(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+        return self.is_admin or scope in self.scopes
 
     def require(self, scope: str) -> None:
         if not self.has(scope):
@@ -51,16 +57,17 @@ def get_state(request: Request) -> ServiceState:
     return state
 
 
+State = Annotated[ServiceState, Depends(get_state)]
+
 _bearer = HTTPBearer(auto_error=False, description="a token from `cf-sign service token create`")
 
 
 def _authenticate(
-    request: Request,
-    credentials: HTTPAuthorizationCredentials | None = Depends(_bearer),  # noqa: B008
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Actor:
     if credentials is None:
         raise Unauthorized("missing bearer token (Authorization: Bearer ...)")
-    state = get_state(request)
     with state.db.read() as session:
         token = authenticate(session, credentials.credentials)
         if token is None:
@@ -71,8 +78,12 @@ def _authenticate(
 def require_scope(scope: str) -> Callable[..., Actor]:
     """A dependency: the caller's token must carry `scope` (or `admin`)."""
 
-    def dependency(actor: Actor = Depends(_authenticate)) -> Actor:  # noqa: B008
+    def dependency(actor: Annotated[Actor, Depends(_authenticate)]) -> Actor:
         actor.require(scope)
         return actor
 
     return dependency
+
+
+Registrar = Annotated[Actor, Depends(require_scope("registrar"))]
+Admin = Annotated[Actor, Depends(require_scope("admin"))]

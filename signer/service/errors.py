@@ -58,3 +58,8 @@ class RateLimited(ServiceError):
 class NotInitialized(ServiceError):
     status = 503
     code = "not_initialized"
+
+
+class Unavailable(ServiceError):
+    status = 503
+    code = "unavailable"

@@ -1,10 +1,11 @@
 """Attestation intake (`POST /v1/attestations`): verify each sidecar, store it, publish it.
 
 The signature is the credential: an artifact is accepted when its sidecar verifies
-(section 4, rule 4) against the feedstock's delegation as currently published (the bin
-in the database, so intake and verifiers judge by the same document), its statement
-names this file and hash, and its package name is in the feedstock's scope. Each artifact
-gets its own verdict; one bad sidecar does not refuse the others.
+(section 4, rule 4) against the feedstock's delegation as currently published, checked
+by a `signer.client.TrustSession` over the database (the same code and the same
+documents a client verifies with: root chain, key_mgr, index, bin), its statement names
+this file, hash and subdir, and its package name is in the feedstock's scope. Each
+artifact gets its own verdict; one bad sidecar does not refuse the others.
 
 Idempotent: the same sidecar again is `unchanged`; a different valid sidecar for the same
 file and hash (a CI re-run, a new key after a revocation) is `replaced`; a different hash
@@ -14,6 +15,7 @@ under a file name already attested is refused (`conflict`: artifacts are immutab
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import threading
 from collections.abc import Mapping
@@ -21,30 +23,36 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from signer.service.db.models import Attestation, Document, Feedstock, Setting
+from signer.client import SessionConfig, TrustSession
+from signer.service.db.models import Attestation, Feedstock
 from signer.service.db.session import Database
-from signer.service.errors import BadRequest, Forbidden, NotFound, RateLimited, TooLarge
-from signer.service.online_keys import CONFIG_SETTING, ServiceConfig
-from signer.service.publisher import Publisher
-from signer.service.ratelimit import TokenBuckets
-from signer.trust.attestation import package_name_of, sidecar_file_bytes, verify_sidecar
-from signer.trust.errors import FormatError, VerificationError
-from signer.trust.feedstocks import (
-    FeedstockBin,
-    FeedstockDelegation,
-    bin_id,
-    bin_path,
-    check_name,
-    parse_bin,
+from signer.service.documents import DatabaseSource, published_state
+from signer.service.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    NotInitialized,
+    RateLimited,
+    TooLarge,
+    Unavailable,
 )
+from signer.service.faults import crashpoint
+from signer.service.publisher import Change, Publisher
+from signer.service.ratelimit import TokenBuckets
+from signer.trust.attestation import package_name_of, sidecar_file_bytes
+from signer.trust.errors import FormatError, VerificationError
+from signer.trust.feedstocks import check_name
 from signer.trust.timefmt import system_clock
+
+log = logging.getLogger("cf_sign.service")
 
 # conda subdirs: noarch, linux-64, osx-arm64, win-64, emscripten-wasm32, ...
 SUBDIR = re.compile(r"\A(noarch|[a-z0-9]+-[a-z0-9_]+)\Z")
 _HEX64 = re.compile(r"\A[0-9a-f]{64}\Z")
+_FILENAME = re.compile(r"\A[!-~]{1,512}\Z")  # printable ASCII: what conda file names are
 
 
 @dataclass
@@ -86,41 +94,38 @@ class _Row:
         self.data_sha256 = hashlib.sha256(self.data).hexdigest()
 
 
-class DelegationCache:
-    """feedstock -> delegation from the published bin; a bin is re-parsed when it changes."""
+class Sessions:
+    """The verifier session the intake judges by: `TrustSession` over the database.
 
-    def __init__(self) -> None:
-        self._bins: int | None = None
-        self._parsed: dict[str, tuple[str, FeedstockBin]] = {}
+    A session verifies the root chain (from the oldest published root, which `service
+    init` checked and stored byte-identical), key_mgr, the index and each feedstock's bin
+    once, and caches what it resolved. It is replaced when a root, key_mgr, pkg_mgr or the
+    index changes (one small query per request tells), so a revoked key stops counting at
+    the next request after its publication.
+    """
+
+    def __init__(self, db: Database, config: SessionConfig | None = None) -> None:
+        self.db = db
+        self.config = config
         self._lock = threading.Lock()
+        self._current: tuple[tuple[tuple[str, str], ...], TrustSession] | None = None
 
-    def _bin_count(self, conn: Connection) -> int | None:
-        if self._bins is None:
-            text = conn.scalar(select(Setting.value).where(Setting.name == CONFIG_SETTING))
-            if text is None:
-                return None
-            self._bins = ServiceConfig.from_json(text).bins  # fixed at init
-        return self._bins
-
-    def lookup(self, conn: Connection, feedstock: str) -> FeedstockDelegation | None:
-        bins = self._bin_count(conn)
-        if bins is None:
-            return None
-        path = bin_path(bin_id(feedstock, bins))
-        digest = conn.scalar(select(Document.sha256).where(Document.path == path))
-        if digest is None:
+    def current(self, *, fresh: bool = False) -> TrustSession | None:
+        """None before the service is initialized."""
+        published = published_state(self.db)
+        if published is None:
             return None
         with self._lock:
-            cached = self._parsed.get(path)
-        if cached is None or cached[0] != digest:
-            data = conn.scalar(select(Document.data).where(Document.path == path))
-            if data is None:
-                return None
-            shard, _ = parse_bin(data, path)
-            cached = (hashlib.sha256(data).hexdigest(), shard)
-            with self._lock:
-                self._parsed[path] = cached
-        return cached[1].delegations.get(feedstock)
+            if not fresh and self._current and self._current[0] == published.fingerprint:
+                return self._current[1]
+            session = TrustSession(
+                DatabaseSource(self.db),
+                published.anchor,
+                anchor_name=published.anchor_path,
+                config=self.config,
+            )
+            self._current = (published.fingerprint, session)
+            return session
 
 
 @dataclass
@@ -154,23 +159,41 @@ class Intake:
         self.publisher = publisher
         self.limiter = limiter
         self.max_artifacts = max_artifacts
-        self.cache = DelegationCache()
+        self.sessions = Sessions(db)
 
-    def delegation(self, feedstock: str) -> FeedstockDelegation:
+    def session_for(self, feedstock: str) -> TrustSession:
+        """A session in which `feedstock`'s published delegation verifies."""
         try:
             check_name(feedstock, "request", "feedstock")
         except FormatError as exc:
             raise BadRequest(f"feedstock: {exc.reason}", code="invalid_name") from None
-        with self.db.connect() as conn:
-            delegation = self.cache.lookup(conn, feedstock)
-            if delegation is not None:
-                return delegation
-            known = conn.scalar(select(Feedstock.id).where(Feedstock.name == feedstock))
-        if known is None:
-            raise NotFound(f"feedstock {feedstock!r} is not registered", code="unknown_feedstock")
-        raise Forbidden(
-            f"feedstock {feedstock!r} has no active keys (not delegated)", code="not_delegated"
-        )
+        problem: VerificationError | None = None
+        for fresh in (False, True):  # once more with a new session: a publication raced us
+            session = self.sessions.current(fresh=fresh)
+            if session is None:
+                raise NotInitialized("the service is not initialized: run `cf-sign service init`")
+            try:
+                session.delegation(feedstock)
+                return session
+            except VerificationError as exc:
+                problem = exc
+                if exc.check == "delegation":
+                    break
+        assert problem is not None
+        if problem.check == "delegation":
+            with self.db.connect() as conn:
+                known = conn.scalar(select(Feedstock.id).where(Feedstock.name == feedstock))
+            if known is None:
+                raise NotFound(
+                    f"feedstock {feedstock!r} is not registered", code="unknown_feedstock"
+                )
+            raise Forbidden(
+                f"feedstock {feedstock!r} has no active keys (not delegated)",
+                code="not_delegated",
+            )
+        # The service's own published documents do not verify: nothing is accepted.
+        log.error("published trust documents do not verify: %s", problem)
+        raise Unavailable(f"the published delegations do not verify ({problem.check})")
 
     def submit(
         self, feedstock: str, artifacts: Mapping[str, tuple[str, Mapping[str, Any]]]
@@ -180,7 +203,7 @@ class Intake:
             raise TooLarge(
                 f"{len(artifacts)} artifacts in one request; at most {self.max_artifacts}"
             )
-        delegation = self.delegation(feedstock)
+        session = self.session_for(feedstock)
         wait = self.limiter.take(feedstock, len(artifacts))
         if wait > 0:
             raise RateLimited(
@@ -190,7 +213,7 @@ class Intake:
         verdicts: dict[str, Verdict] = {}
         rows: dict[str, _Row] = {}
         for key, (sha256, sidecar) in artifacts.items():
-            outcome = self._check(feedstock, delegation, key, sha256, sidecar)
+            outcome = self._check(feedstock, session, key, sha256, sidecar)
             if isinstance(outcome, Verdict):
                 verdicts[key] = outcome
             else:
@@ -202,13 +225,13 @@ class Intake:
     def _check(
         self,
         feedstock: str,
-        delegation: FeedstockDelegation,
+        session: TrustSession,
         key: str,
         sha256: str,
         sidecar: Mapping[str, Any],
     ) -> Verdict | _Row:
         subdir, sep, filename = key.partition("/")
-        if not sep or not SUBDIR.match(subdir) or "/" in filename:
+        if not sep or not SUBDIR.match(subdir) or not _FILENAME.match(filename) or "/" in filename:
             return refused(key, "artifact", "expected <subdir>/<file name>")
         if package_name_of(filename) is None:
             return refused(key, "artifact", "not a name-version-build.conda|.tar.bz2 file name")
@@ -221,7 +244,9 @@ class Intake:
             )
         data = sidecar_file_bytes(sidecar)
         try:
-            result = verify_sidecar(data, filename, sha256, delegation, f"{key}.sig.json")
+            result = session.verify_attestation(
+                data, filename=filename, sha256=sha256, subdir=subdir, where=f"{key}.sig.json"
+            )
         except FormatError as exc:
             return refused(key, "format", f"{exc.field}: {exc.reason}" if exc.field else exc.reason)
         except VerificationError as exc:
@@ -237,8 +262,14 @@ class Intake:
                 if attempt == 2:
                     raise
                 continue
-            for row in written:
-                self.publisher.write_attestation(row.subdir, row.filename, row.data)
+            # A crash here (committed, file not written) is repaired by the next sync:
+            # at start-up, in `service refresh`, and by every replica's periodic check.
+            crashpoint("intake.after-commit")
+            try:
+                self.publisher.publish_attestations((r.subdir, r.filename) for r in written)
+            except OSError as exc:
+                # Stored and served from the database; the directory catches up later.
+                log.error("could not write attestation files (the next sync will): %s", exc)
             return verdicts
         raise AssertionError("unreachable")
 
@@ -292,3 +323,41 @@ class Intake:
                     written.append(row)
                 verdicts[key] = accepted
         return verdicts, written
+
+
+@dataclass(frozen=True)
+class Withdrawn:
+    subdir: str
+    filename: str
+    feedstock: str
+    sha256: str
+
+
+def withdraw(change: Change, subdir: str, filename: str, reason: str) -> Withdrawn | None:
+    """Remove an accepted attestation (audited); the caller then removes its file.
+
+    For a sidecar filed to squat a name (under another subdir's path), or one attested
+    by a key found compromised later: the artifact may then be attested again.
+    """
+    if not SUBDIR.match(subdir) or not _FILENAME.match(filename):
+        return None
+    row = change.session.scalars(
+        select(Attestation).where(Attestation.subdir == subdir, Attestation.filename == filename)
+    ).first()
+    if row is None:
+        return None
+    gone = Withdrawn(row.subdir, row.filename, row.feedstock, row.sha256)
+    change.session.delete(row)
+    change.audit(
+        "attestation.withdraw",
+        {
+            "artifact": f"{subdir}/{filename}",
+            "feedstock": row.feedstock,
+            "package": row.package,
+            "sha256": row.sha256,
+            "keyids": row.keyids.split(",") if row.keyids else [],
+            "sidecar_sha256": row.data_sha256,
+            "reason": reason,
+        },
+    )
+    return gone

@@ -13,16 +13,19 @@ Layout (for D = /srv/trust):
     /srv/.trust.d/snapshots/000042/{1.root.json,key_mgr.json,...,attestations -> ../../attestations}
     /srv/.trust.d/attestations/<subdir>/<file>.sig.json
 
-Callers serialize `publish` (the publication lock); `write_attestation` needs no lock.
+Callers serialize `publish` (the publication lock) and attestation writes (`attestation_lock`).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
+from signer.service.faults import crashpoint
 from signer.trust.state import write_atomic
 
 ATTESTATIONS = "attestations"
@@ -44,6 +47,15 @@ class PublishDir:
         self.store = path.parent / f".{path.name}.d"
         self.snapshots = self.store / "snapshots"
         self.attestations = self.store / ATTESTATIONS
+
+    def check_writable(self) -> None:
+        """Raise the OSError a publication would meet (read-only or missing parent)."""
+        self.store.mkdir(parents=True, exist_ok=True)
+        probe = self.store / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        if not os.access(self.path.parent, os.W_OK):
+            raise PermissionError(13, "Permission denied", str(self.path.parent))
 
     def current(self) -> Path | None:
         """The snapshot D points at (None before the first publication)."""
@@ -88,17 +100,21 @@ class PublishDir:
         staging.mkdir()
         if current is not None and current.is_dir():
             self._link_unchanged(current, staging, set(files))
-        for relpath in sorted(files, key=order) if order else sorted(files):
+        for i, relpath in enumerate(sorted(files, key=order) if order else sorted(files)):
+            if i == 1:
+                crashpoint("publish.mid-snapshot")
             write_atomic(staging / relpath, files[relpath])
         (staging / ATTESTATIONS).symlink_to(Path("..") / ".." / ATTESTATIONS)
         for directory in {staging} | {(staging / p).parent for p in files}:
             _fsync_dir(directory)
         os.replace(staging, target)
+        crashpoint("publish.before-switch")
         link = self.path.with_name(f".{self.path.name}.link-{os.getpid()}")
         link.unlink(missing_ok=True)
         link.symlink_to(target.relative_to(self.path.parent))
         os.replace(link, self.path)  # the switch: atomic
         _fsync_dir(self.path.parent)
+        crashpoint("publish.after-switch")
         self._collect(keep=target)
         return target
 
@@ -121,6 +137,44 @@ class PublishDir:
             if old != keep:
                 shutil.rmtree(old, ignore_errors=True)
 
+    @contextmanager
+    def attestation_lock(self) -> Iterator[None]:
+        """Serializes attestation writes to this directory across processes."""
+        self.store.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.store / "attestations.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def _attestation(self, relpath: str) -> Path:
+        return self.attestations / relpath.removeprefix(ATTESTATIONS + "/")
+
     def write_attestation(self, relpath: str, data: bytes) -> None:
         """`attestations/<subdir>/<file>.sig.json`, visible in every snapshot at once."""
-        write_atomic(self.attestations / relpath.removeprefix(ATTESTATIONS + "/"), data)
+        write_atomic(self._attestation(relpath), data)
+
+    def read_attestation(self, relpath: str) -> bytes | None:
+        try:
+            return self._attestation(relpath).read_bytes()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return None
+
+    def remove_attestation(self, relpath: str) -> bool:
+        try:
+            self._attestation(relpath).unlink()
+        except FileNotFoundError:
+            return False
+        return True
+
+    def attestation_files(self) -> Iterator[str]:
+        """Every `attestations/<subdir>/<file>.sig.json` on disk (temp files left out)."""
+        if not self.attestations.is_dir():
+            return
+        for subdir in sorted(self.attestations.iterdir()):
+            if not subdir.is_dir() or subdir.is_symlink():
+                continue
+            for entry in sorted(subdir.iterdir()):
+                if entry.name.endswith(".sig.json") and not entry.name.startswith("."):
+                    yield f"{ATTESTATIONS}/{subdir.name}/{entry.name}"

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from signer.feedstock.publish import plan_publication_detailed
 from signer.keys import KeyHandle
 from signer.service import audit
 from signer.service.db.models import (
+    Attestation,
     Document,
     DocumentVersion,
     Feedstock,
@@ -44,6 +46,7 @@ from signer.service.db.models import (
     FeedstockOutput,
 )
 from signer.service.db.session import Database
+from signer.service.faults import crashpoint
 from signer.service.online_keys import OnlineKeys, ServiceConfig, load_config, require_config
 from signer.service.publish_dir import PublishDir
 from signer.storage.azblob import BlobTarget
@@ -62,6 +65,7 @@ KEY_MGR_PATH = layout.KEY_MGR
 PKG_MGR_PATH = layout.PKG_MGR
 root_path = layout.root_path
 write_rank = layout.write_rank  # roots (in version order), key_mgr, pkg_mgr, bins, the index
+attestation_path = layout.attestation_path
 
 
 def _signed_info(data: bytes, path: str) -> tuple[int, str]:
@@ -193,6 +197,8 @@ class Publisher:
         # one that fails is caught up by `sync_files` (refresh), as a lagging directory is.
         self.targets: list[BlobTarget] = [BlobTarget(publish_to)] if publish_to else []
         self.keys = keys or OnlineKeys()
+        # (snapshot, path -> sha256) of the publish directory as this process last saw it.
+        self._digests: tuple[Path, dict[str, str]] | None = None
         # Called with the paths of each publication, once committed (e.g. to drop caches).
         self.listeners: list[Callable[[Iterable[str]], None]] = []
 
@@ -219,8 +225,19 @@ class Publisher:
             finally:
                 session.close()
             self._notify(change.files)
-            # Still under the lock: no other process writes files in between.
-            self.write_files(change.files)
+            # A crash here leaves the previous snapshot in place; the next publication,
+            # start-up or `service refresh` (sync_files) writes what was committed.
+            crashpoint("publish.after-commit")
+            if change.files:
+                # Still under the lock: no other process writes files in between. The new
+                # snapshot gets every document that differs from the database, not only this
+                # change's: an earlier publication cut short by a crash (or made by a
+                # replica with another directory) would otherwise leave this new index
+                # next to a bin older than the one it names.
+                with Session(bind=conn) as fresh:
+                    lagging = self._lagging(fresh, trust_cache=True)
+                    fresh.rollback()
+                self.write_files({**lagging, **change.files})
 
     def _finish(self, change: Change) -> None:
         session = change.session
@@ -317,17 +334,18 @@ class Publisher:
 
     # ------------------------------------------------------------------ files
 
-    def write_files(self, files: Mapping[str, bytes]) -> None:
-        self.files.publish(files, order=write_rank)
-        for target in self.targets:
-            self._to_target(target, lambda t: t.publish(files, order=write_rank))
-
-    def write_attestation(self, subdir: str, filename: str, data: bytes) -> None:
-        path = layout.attestation_path(subdir, filename)
-        self._notify([path])
-        self.files.write_attestation(path, data)
-        for target in self.targets:
-            self._to_target(target, lambda t: t.write_attestation(path, data))
+    def write_files(self, files: Mapping[str, bytes], *, targets: bool = True) -> None:
+        before = self._digests
+        target = self.files.publish(files, order=write_rank)
+        if files and target is not None and before is not None:
+            digests = dict(before[1])
+            digests.update((p, hashlib.sha256(d).hexdigest()) for p, d in files.items())
+            self._digests = (target.resolve(), digests)
+        elif files:
+            self._digests = None
+        if targets and files:
+            for blob in self.targets:
+                self._to_target(blob, lambda t: t.publish(files, order=write_rank))
 
     @staticmethod
     def _to_target(target: BlobTarget, write: Callable[[BlobTarget], object]) -> None:
@@ -337,6 +355,130 @@ class Publisher:
             log.warning(
                 "publishing to %s failed (refresh will retry): %s", target.location.url, exc
             )
+
+    def _disk_digests(self, paths: Iterable[str], *, trust_cache: bool) -> dict[str, str]:
+        """sha256 of each document in the current snapshot (snapshots never change once
+        made, so a snapshot this process made or read before is not read again)."""
+        current = self.files.current()
+        cached = self._digests
+        if trust_cache and current is not None and cached is not None and cached[0] == current:
+            return cached[1]
+        digests: dict[str, str] = {}
+        for path in paths:
+            data = self.files.read(path)
+            if data is not None:
+                digests[path] = hashlib.sha256(data).hexdigest()
+        self._digests = (current, digests) if current is not None else None
+        return digests
+
+    def _lagging(self, session: Session, *, trust_cache: bool) -> dict[str, bytes]:
+        """The documents whose file is missing or differs from the database."""
+        wanted = {p: d for p, d in session.execute(select(Document.path, Document.sha256))}
+        on_disk = self._disk_digests(wanted, trust_cache=trust_cache)
+        stale = sorted(p for p, d in wanted.items() if on_disk.get(p) != d)
+        out: dict[str, bytes] = {}
+        for start in range(0, len(stale), 500):
+            chunk = stale[start : start + 500]
+            for path, data in session.execute(
+                select(Document.path, Document.data).where(Document.path.in_(chunk))
+            ):
+                out[path] = bytes(data)
+        return out
+
+    def publish_attestations(self, artifacts: Iterable[tuple[str, str]]) -> list[str]:
+        """Make the files of these `(subdir, filename)` match the database (write or remove).
+
+        Under the publish directory's attestation lock, each file gets what the database
+        holds *now*, not what the caller stored: two submissions racing for one artifact
+        (or a sync racing a submission) end with the newest committed sidecar on disk,
+        whichever writes last. Returns the paths changed.
+        """
+        wanted = sorted(set(artifacts))
+        if not wanted:
+            return []
+        paths = [attestation_path(subdir, filename) for subdir, filename in wanted]
+        self._notify(paths)
+        changed: list[str] = []
+        with self.files.attestation_lock():
+            current = self._attestation_rows(wanted)
+            for (subdir, filename), path in zip(wanted, paths, strict=True):
+                data = current.get((subdir, filename))
+                if data is None:
+                    if self.files.remove_attestation(path):
+                        changed.append(path)
+                    for blob in self.targets:
+                        self._to_target(blob, partial(BlobTarget.remove_attestation, relpath=path))
+                elif self.files.read_attestation(path) != data:
+                    self.files.write_attestation(path, data)
+                    changed.append(path)
+                    write = partial(BlobTarget.write_attestation, relpath=path, data=data)
+                    for blob in self.targets:
+                        self._to_target(blob, write)
+        return changed
+
+    def _attestation_rows(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], bytes]:
+        out: dict[tuple[str, str], bytes] = {}
+        with self.db.connect() as conn:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                names = sorted({f for _, f in chunk})
+                for subdir, filename, data in conn.execute(
+                    select(Attestation.subdir, Attestation.filename, Attestation.data).where(
+                        Attestation.filename.in_(names)
+                    )
+                ):
+                    out[(subdir, filename)] = bytes(data)
+        return out
+
+    def remove_attestation(self, subdir: str, filename: str) -> None:
+        """After a withdrawal: the file goes (unless the artifact was attested again)."""
+        self.publish_attestations([(subdir, filename)])
+
+    def sync_recent_attestations(self, since: datetime, audit_after: int) -> tuple[list[str], int]:
+        """The periodic check between replicas: attestations submitted since `since`, and
+        those withdrawn in audit entries after `audit_after` (returned: the newest seen)."""
+        with self.db.read() as session:
+            head = audit.head_seq(session)
+            touched = audit.withdrawals_after(session, audit_after)
+            touched += [
+                (a, b)
+                for a, b in session.execute(
+                    select(Attestation.subdir, Attestation.filename).where(
+                        Attestation.submitted_at >= since
+                    )
+                )
+            ]
+        return self.publish_attestations(touched), head
+
+    def sync_attestations(self) -> list[str]:
+        """Repair every attestation file, and remove the files of withdrawn ones."""
+        changed: list[str] = []
+        with self.files.attestation_lock():
+            known: set[str] = set()
+            stale: list[tuple[str, str]] = []
+            with self.db.connect() as conn:
+                rows = conn.execution_options(yield_per=2000).execute(
+                    select(Attestation.subdir, Attestation.filename, Attestation.data_sha256)
+                )
+                for subdir, filename, digest in rows:
+                    path = attestation_path(subdir, filename)
+                    known.add(path)
+                    on_disk = self.files.read_attestation(path)
+                    if on_disk is None or hashlib.sha256(on_disk).hexdigest() != digest:
+                        stale.append((subdir, filename))
+            current = self._attestation_rows(stale)
+            for key in stale:
+                data = current.get(key)
+                if data is not None:
+                    path = attestation_path(*key)
+                    self.files.write_attestation(path, data)
+                    changed.append(path)
+            for path in self.files.attestation_files():
+                if path not in known and self.files.remove_attestation(path):
+                    changed.append(path)  # withdrawn (or never stored): not served any more
+        if changed:
+            self._notify(changed)
+        return changed
 
     def refresh(self, within: timedelta | None = None, *, actor: str = "refresh") -> Change:
         """Re-sign online documents expiring within `within` (default: half their life)."""
@@ -356,19 +498,17 @@ class Publisher:
                 )
         return change
 
-    def sync_files(self) -> list[str]:
-        """Write every document whose file is missing or differs (a lagging directory)."""
+    def sync_files(self, *, attestations: bool = True, trust_cache: bool = False) -> list[str]:
+        """Write every document whose file is missing or differs (a lagging directory),
+        as one new snapshot, then repair the attestation files (`sync_attestations`).
+
+        `trust_cache`: skip re-reading a snapshot this process already knows (the
+        periodic check); otherwise every file is read (start-up, `service refresh`).
+        """
         with self.db.publication_lock() as conn, Session(bind=conn) as session:
-            stale: dict[str, bytes] = {}
-            for path, digest in session.execute(select(Document.path, Document.sha256)):
-                data_on_disk = self.files.read(path)
-                on_disk = hashlib.sha256(data_on_disk).hexdigest() if data_on_disk else None
-                if on_disk != digest:
-                    data = session.scalar(select(Document.data).where(Document.path == path))
-                    if data is not None:
-                        stale[path] = data
+            stale = self._lagging(session, trust_cache=trust_cache)
             session.rollback()
-            self.files.publish(stale, order=write_rank)
+            self.write_files(stale, targets=False)
             # Blob Storage: documents missing there or older (conditional writes keep a newer
             # one that another replica already wrote).
             every = (
@@ -379,4 +519,7 @@ class Publisher:
             for target in self.targets:
                 wrote = target.publish(every, order=write_rank)
                 stale.update({o.path: every[o.path] for o in wrote if o.action == "written"})
-        return sorted(stale, key=write_rank)
+        written = sorted(stale, key=write_rank)
+        if attestations:
+            written += self.sync_attestations()
+        return written

@@ -8,11 +8,14 @@ by the trust core's strict parser, and a malformed one refuses that artifact onl
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 NAME = Field(min_length=1, max_length=256)
+# A KEYREF (`file:/run/secrets/k`, `env:VAR`, `azurekv:...`): no control characters (a NUL
+# in a path is not a file name the OS takes).
+KeyRef = Annotated[str, Field(min_length=1, max_length=4096, pattern=r"^[^\x00-\x1f\x7f]+$")]
 MAX_NAMES = 100_000
 
 
@@ -141,6 +144,21 @@ class ImportResult(Published):
     created: int
     names: int
     globs: int
+    normalized: int = Field(0, description="feedstock names given with -feedstock, read without")
+    needs_admin: list[str] = Field(
+        default_factory=list, description="entries left out: they take names others own"
+    )
+
+
+class AttestationWithdraw(Strict):
+    reason: str = Field(min_length=1, max_length=1024, description="for the audit log")
+
+
+class WithdrawnView(BaseModel):
+    artifact: str
+    feedstock: str
+    sha256: str
+    withdrawn: bool = True
 
 
 class AuditEntryView(BaseModel):
@@ -166,13 +184,13 @@ class RefreshRequest(Strict):
 
 class RootPublish(Strict):
     root: str = Field(max_length=512 * 1024, description="N+1.root.json, its exact text")
-    key_mgr_keyrefs: list[str] | None = Field(
+    key_mgr_keyrefs: list[KeyRef] | None = Field(
         default=None, description="KEYREFs of the new root's key_mgr keys, if they changed"
     )
 
 
 class PkgMgrKeys(Strict):
-    keyrefs: list[str] = Field(min_length=1, max_length=8)
+    keyrefs: list[KeyRef] = Field(min_length=1, max_length=8)
     threshold: int = Field(default=1, ge=1, le=8)
 
 

@@ -1,8 +1,9 @@
 """Bearer tokens for the admin API: random secrets, stored only as their SHA-256.
 
 A token is shown once, when made (`cf-sign service token create --scope ...`). Scopes:
-`admin` (everything) and `registrar` (register feedstocks, add names and keys, import the
-outputs mapping: what provisioning bots need, nothing that removes or revokes).
+`admin` (everything) and `registrar` (register a new feedstock, give it names nobody owns
+and its first key, import the outputs mapping's unowned entries: what provisioning bots
+need, nothing that takes, removes or revokes).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ def revoke_token(change: Change, token_id: int) -> Token | None:
     token.revoked_at = change.now
     change.audit("token.revoke", {"token_id": token.id, "name": token.name})
     return token
+
+
+def list_tokens(session: Session) -> list[Token]:
+    return list(session.scalars(select(Token).order_by(Token.id)))
 
 
 def authenticate(session: Session, secret: str) -> Token | None:

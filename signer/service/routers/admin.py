@@ -1,9 +1,11 @@
 """The admin API (`/v1/admin/...`), bearer tokens with scopes `admin` or `registrar`.
 
-Registrars (provisioning bots) may register feedstocks, add names and keys, and import
-the outputs mapping; removing or revoking anything, replacing names, the audit log and the
-online keys need `admin`. Every change publishes what it changed before it answers, and
-the answer lists the documents published with their new versions.
+Registrars (provisioning bots) may register a new feedstock, give it names nobody owns and
+its first key, and import the outputs mapping's unowned entries; taking an owned name,
+adding a further key, removing or revoking anything, withdrawing an attestation, the audit
+log and the online keys need `admin` (registry.py decides, given the actor's scope). Every
+change publishes what it changed before it answers, and the answer lists the documents
+published with their new versions.
 """
 
 from __future__ import annotations
@@ -11,14 +13,15 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request
-from sqlalchemy import select
+from fastapi import APIRouter, Query
 
-from signer.service import audit, bootstrap, registry
-from signer.service.db.models import AuditEntry, Feedstock
-from signer.service.deps import Actor, get_state, require_scope
+from signer.service import audit, bootstrap, intake, registry
+from signer.service.deps import Admin, Registrar, State
+from signer.service.errors import NotFound
 from signer.service.publisher import Change
 from signer.service.schemas import (
+    AttestationWithdraw,
+    AuditEntryView,
     AuditPage,
     ErrorBody,
     FeedstockChange,
@@ -33,6 +36,7 @@ from signer.service.schemas import (
     Published,
     RefreshRequest,
     RootPublish,
+    WithdrawnView,
 )
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
@@ -50,52 +54,42 @@ _FEEDSTOCK = {
     413: {"model": ErrorBody, "description": "Request too large"},
 }
 
-registrar = require_scope("registrar")
-admin = require_scope("admin")
-
 
 def _published(change: Change) -> dict[str, Any]:
     return {"published": dict(sorted(change.published.items())), "notes": change.notes}
 
 
-def _view(request: Request, name: str) -> dict[str, Any] | None:
-    with get_state(request).db.read() as session:
-        feedstock = session.scalars(select(Feedstock).where(Feedstock.name == name)).first()
-        return registry.view(feedstock) if feedstock is not None else None
+def _changed(state: State, change: Change, name: str | None) -> FeedstockChange:
+    feedstock = None
+    if name is not None:
+        with state.db.read() as session:
+            feedstock = registry.find_view(session, name)
+    return FeedstockChange(**_published(change), feedstock=feedstock)
 
 
 @router.get("/feedstocks", response_model=FeedstockList, responses=_AUTH)
 def list_feedstocks(
-    request: Request,
+    state: State,
+    _actor: Registrar,
     after: str = Query("", max_length=256, description="list names after this one"),
     limit: int = Query(100, ge=1, le=1000),
-    _actor: Actor = Depends(registrar),  # noqa: B008
-) -> dict[str, Any]:
-    with get_state(request).db.read() as session:
-        rows = session.scalars(
-            select(Feedstock).where(Feedstock.name > after).order_by(Feedstock.name).limit(limit)
-        ).all()
-        views = [registry.view(f) for f in rows]
-    return {"feedstocks": views, "next_after": views[-1]["name"] if len(views) == limit else None}
+) -> FeedstockList:
+    with state.db.read() as session:
+        views = registry.list_views(session, after if registry.printable(after) else "", limit)
+    return FeedstockList(
+        feedstocks=views, next_after=views[-1].name if len(views) == limit else None
+    )
 
 
 @router.get("/feedstocks/{name}", response_model=FeedstockView, responses=_FEEDSTOCK)
-def get_feedstock(
-    name: str,
-    request: Request,
-    _actor: Actor = Depends(registrar),  # noqa: B008
-) -> dict[str, Any]:
-    with get_state(request).db.read() as session:
+def get_feedstock(name: str, state: State, _actor: Registrar) -> FeedstockView:
+    with state.db.read() as session:
         return registry.view(registry.get_feedstock(session, name))
 
 
 @router.post("/feedstocks", status_code=201, response_model=FeedstockChange, responses=_FEEDSTOCK)
-def create_feedstock(
-    body: FeedstockCreate,
-    request: Request,
-    actor: Actor = Depends(registrar),  # noqa: B008
-) -> dict[str, Any]:
-    with get_state(request).publisher.change(actor.name) as change:
+def create_feedstock(body: FeedstockCreate, state: State, actor: Registrar) -> FeedstockChange:
+    with state.publisher.change(actor.name) as change:
         registry.create_feedstock(
             change,
             body.name,
@@ -103,20 +97,18 @@ def create_feedstock(
             output_globs=body.output_globs,
             keys=[k.model_dump() for k in body.keys],
             threshold=body.threshold,
+            admin=actor.is_admin,
         )
-    return {**_published(change), "feedstock": _view(request, body.name)}
+    return _changed(state, change, body.name)
 
 
 @router.patch("/feedstocks/{name}", response_model=FeedstockChange, responses=_FEEDSTOCK)
 def update_feedstock(
-    name: str,
-    body: FeedstockUpdate,
-    request: Request,
-    actor: Actor = Depends(registrar),  # noqa: B008
-) -> dict[str, Any]:
+    name: str, body: FeedstockUpdate, state: State, actor: Registrar
+) -> FeedstockChange:
     if body.remove_outputs or body.remove_globs or body.threshold is not None:
         actor.require("admin")
-    with get_state(request).publisher.change(actor.name) as change:
+    with state.publisher.change(actor.name) as change:
         registry.update_feedstock(
             change,
             name,
@@ -125,19 +117,16 @@ def update_feedstock(
             add_globs=body.add_globs,
             remove_globs=body.remove_globs,
             threshold=body.threshold,
+            admin=actor.is_admin,
         )
-    return {**_published(change), "feedstock": _view(request, name)}
+    return _changed(state, change, name)
 
 
 @router.delete("/feedstocks/{name}", response_model=FeedstockChange, responses=_FEEDSTOCK)
-def delete_feedstock(
-    name: str,
-    request: Request,
-    actor: Actor = Depends(admin),  # noqa: B008
-) -> dict[str, Any]:
-    with get_state(request).publisher.change(actor.name) as change:
+def delete_feedstock(name: str, state: State, actor: Admin) -> FeedstockChange:
+    with state.publisher.change(actor.name) as change:
         registry.delete_feedstock(change, name)
-    return {**_published(change), "feedstock": None}
+    return _changed(state, change, None)
 
 
 @router.post(
@@ -146,59 +135,61 @@ def delete_feedstock(
     response_model=FeedstockChange,
     responses=_FEEDSTOCK,
 )
-def add_key(
-    name: str,
-    body: KeyAdd,
-    request: Request,
-    actor: Actor = Depends(registrar),  # noqa: B008
-) -> dict[str, Any]:
-    with get_state(request).publisher.change(actor.name) as change:
-        registry.add_key(change, name, body.key.model_dump())
-    return {**_published(change), "feedstock": _view(request, name)}
+def add_key(name: str, body: KeyAdd, state: State, actor: Registrar) -> FeedstockChange:
+    with state.publisher.change(actor.name) as change:
+        registry.add_key(change, name, body.key.model_dump(), admin=actor.is_admin)
+    return _changed(state, change, name)
 
 
 @router.delete(
     "/feedstocks/{name}/keys/{keyid}", response_model=FeedstockChange, responses=_FEEDSTOCK
 )
-def revoke_key(
-    name: str,
-    keyid: str,
-    request: Request,
-    actor: Actor = Depends(admin),  # noqa: B008
-) -> dict[str, Any]:
-    with get_state(request).publisher.change(actor.name) as change:
+def revoke_key(name: str, keyid: str, state: State, actor: Admin) -> FeedstockChange:
+    with state.publisher.change(actor.name) as change:
         registry.revoke_key(change, name, keyid)
-    return {**_published(change), "feedstock": _view(request, name)}
+    return _changed(state, change, name)
 
 
 @router.post("/outputs/import", response_model=ImportResult, responses=_FEEDSTOCK)
-def import_outputs(
-    body: OutputsImport,
-    request: Request,
-    actor: Actor = Depends(registrar),  # noqa: B008
-) -> dict[str, Any]:
+def import_outputs(body: OutputsImport, state: State, actor: Registrar) -> ImportResult:
     if body.replace:
         actor.require("admin")
-    with get_state(request).publisher.change(actor.name) as change:
+    with state.publisher.change(actor.name) as change:
         summary = registry.import_outputs(
-            change, body.outputs, body.output_globs, replace=body.replace
+            change, body.outputs, body.output_globs, replace=body.replace, admin=actor.is_admin
         )
-    return {**_published(change), **summary}
+    return ImportResult(**_published(change), **summary)
+
+
+@router.post(
+    "/attestations/{subdir}/{filename}/withdraw",
+    response_model=WithdrawnView,
+    responses={**_AUTH, 404: {"model": ErrorBody, "description": "No such attestation"}},
+    summary="Withdraw an attestation (e.g. one filed to squat a name); audited",
+)
+def withdraw_attestation(
+    subdir: str, filename: str, body: AttestationWithdraw, state: State, actor: Admin
+) -> WithdrawnView:
+    with state.publisher.change(actor.name) as change:
+        row = intake.withdraw(change, subdir, filename, body.reason)
+    if row is None:
+        raise NotFound(f"{subdir[:64]}/{filename[:512]}: no such attestation", code="not_found")
+    state.publisher.remove_attestation(subdir, filename)
+    return WithdrawnView(
+        artifact=f"{subdir}/{filename}", feedstock=row.feedstock, sha256=row.sha256
+    )
 
 
 @router.get("/audit", response_model=AuditPage, responses=_AUTH)
 def read_audit(
-    request: Request,
+    state: State,
+    _actor: Admin,
     after: int = Query(0, ge=0, le=2**53, description="entries after this sequence number"),
     limit: int = Query(100, ge=1, le=1000),
-    _actor: Actor = Depends(admin),  # noqa: B008
-) -> dict[str, Any]:
-    with get_state(request).db.read() as session:
-        rows = session.scalars(
-            select(AuditEntry).where(AuditEntry.seq > after).order_by(AuditEntry.seq).limit(limit)
-        ).all()
-        entries = [audit.entry_dict(e) for e in rows]
-    return {"entries": entries, "next_after": entries[-1]["seq"] if len(entries) == limit else None}
+) -> AuditPage:
+    with state.db.read() as session:
+        entries = [AuditEntryView(**e) for e in audit.page(session, after, limit)]
+    return AuditPage(entries=entries, next_after=entries[-1].seq if len(entries) == limit else None)
 
 
 @router.post(
@@ -206,14 +197,10 @@ def read_audit(
     response_model=Published,
     responses={**_AUTH, 400: {"model": ErrorBody, "description": "Body is not JSON"}},
 )
-def refresh(
-    request: Request,
-    body: RefreshRequest | None = None,
-    actor: Actor = Depends(admin),  # noqa: B008
-) -> dict[str, Any]:
+def refresh(state: State, actor: Admin, body: RefreshRequest | None = None) -> Published:
     within = timedelta(days=body.within_days) if body and body.within_days else None
-    change = get_state(request).publisher.refresh(within, actor=actor.name)
-    return _published(change)
+    change = state.publisher.refresh(within, actor=actor.name)
+    return Published(**_published(change))
 
 
 @router.post(
@@ -221,29 +208,18 @@ def refresh(
     response_model=Published,
     responses={**_AUTH, 400: {"model": ErrorBody}, 409: {"model": ErrorBody}},
 )
-def publish_root(
-    body: RootPublish,
-    request: Request,
-    actor: Actor = Depends(admin),  # noqa: B008
-) -> dict[str, Any]:
+def publish_root(body: RootPublish, state: State, actor: Admin) -> Published:
     change = bootstrap.publish_root(
-        get_state(request).publisher,
-        body.root.encode("utf-8"),
-        body.key_mgr_keyrefs,
-        actor=actor.name,
+        state.publisher, body.root.encode("utf-8"), body.key_mgr_keyrefs, actor=actor.name
     )
-    return _published(change)
+    return Published(**_published(change))
 
 
 @router.put(
     "/pkg-mgr-keys", response_model=Published, responses={**_AUTH, 400: {"model": ErrorBody}}
 )
-def set_pkg_mgr_keys(
-    body: PkgMgrKeys,
-    request: Request,
-    actor: Actor = Depends(admin),  # noqa: B008
-) -> dict[str, Any]:
+def set_pkg_mgr_keys(body: PkgMgrKeys, state: State, actor: Admin) -> Published:
     change = bootstrap.set_pkg_mgr_keys(
-        get_state(request).publisher, body.keyrefs, body.threshold, actor=actor.name
+        state.publisher, body.keyrefs, body.threshold, actor=actor.name
     )
-    return _published(change)
+    return Published(**_published(change))

@@ -8,9 +8,9 @@ size) are 4xx with a JSON error.
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
-from signer.service.deps import get_state
+from signer.service.deps import State
 from signer.service.schemas import AttestationRequest, AttestationResponse, ErrorBody
 
 router = APIRouter(tags=["feedstock CI"])
@@ -30,8 +30,7 @@ router = APIRouter(tags=["feedstock CI"])
         503: {"model": ErrorBody, "description": "Service not initialized"},
     },
 )
-def submit_attestations(body: AttestationRequest, request: Request) -> AttestationResponse:
-    state = get_state(request)
+def submit_attestations(body: AttestationRequest, state: State) -> AttestationResponse:
     artifacts = {k: (v.sha256, v.attestation) for k, v in body.artifacts.items()}
     result = state.intake.submit(body.feedstock, artifacts)
     for verdict in result.verdicts.values():

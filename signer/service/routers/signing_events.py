@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from signer.service import signing_events
 from signer.service.deps import Actor, get_state, require_scope
 from signer.service.schemas import ErrorBody, Published, Strict
+
+# A database integer: a bigger one is a 422, not an overflow inside the driver (a 500).
+EventId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 router = APIRouter(prefix="/v1/admin/signing-events", tags=["admin"])
 admin = require_scope("admin")
@@ -90,7 +93,7 @@ def propose(
 
 @router.get("/{event_id}", response_model=EventStatus, responses=_ERRORS)
 def status(
-    event_id: int,
+    event_id: EventId,
     request: Request,
     actor: Actor = Depends(admin),  # noqa: B008
 ) -> dict[str, Any]:
@@ -101,7 +104,7 @@ def status(
 
 @router.post("/{event_id}/signatures", response_model=EventStatus, responses=_ERRORS)
 def add_signature(
-    event_id: int,
+    event_id: EventId,
     body: SignatureBody,
     request: Request,
     actor: Actor = Depends(admin),  # noqa: B008
@@ -113,7 +116,7 @@ def add_signature(
 
 @router.post("/{event_id}/publish", response_model=PublishAnswer, responses=_ERRORS)
 def publish(
-    event_id: int,
+    event_id: EventId,
     request: Request,
     body: PublishBody | None = None,
     actor: Actor = Depends(admin),  # noqa: B008

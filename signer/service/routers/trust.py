@@ -15,86 +15,19 @@ FastAPI route below documents the endpoint in the OpenAPI schema and answers ide
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any, NamedTuple
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from signer.service.db.models import Attestation, Document
-from signer.service.db.session import Database
-from signer.service.deps import get_state
+from signer.service.deps import State
+from signer.service.documents import Found, TrustFiles
 from signer.service.schemas import ErrorBody
-from signer.trust import layout
 
 router = APIRouter(tags=["trust repository (public)"])
 
 PREFIX = "/trust/"
-IMMUTABLE = "public, max-age=31536000, immutable"
-MUTABLE = "public, max-age=60, must-revalidate"
-ATTESTATION = "public, max-age=300"
-SIDECAR_SUFFIX = layout.SIDECAR_SUFFIX
-MAX_ENTRIES = 4096
-
-
-class Found(NamedTuple):
-    data: bytes
-    etag: str
-    cache_control: str
-
-
-class TrustFiles:
-    """Published bytes by path, read from the database through a short-lived cache."""
-
-    def __init__(self, db: Database, ttl: float) -> None:
-        self.db = db
-        self.ttl = ttl
-        self._cache: OrderedDict[str, tuple[float, Found]] = OrderedDict()
-
-    def cached(self, path: str) -> Found | None:
-        entry = self._cache.get(path)
-        if entry is None or entry[0] < time.monotonic():
-            return None
-        return entry[1]
-
-    def load(self, path: str) -> Found | None:
-        found = self._query(path)
-        if found is not None and self.ttl > 0:
-            self._cache[path] = (time.monotonic() + self.ttl, found)
-            while len(self._cache) > MAX_ENTRIES:
-                self._cache.popitem(last=False)
-        return found
-
-    def get(self, path: str) -> Found | None:
-        return self.cached(path) or self.load(path)
-
-    def invalidate(self, paths: Iterable[str]) -> None:
-        for path in paths:
-            self._cache.pop(path, None)
-
-    def _query(self, path: str) -> Found | None:
-        with self.db.connect() as conn:
-            if path.startswith(layout.ATTESTATIONS_DIR + "/"):
-                parts = path.split("/")
-                if len(parts) != 3 or not parts[2].endswith(SIDECAR_SUFFIX):
-                    return None
-                filename = parts[2][: -len(SIDECAR_SUFFIX)]
-                row = conn.execute(
-                    select(Attestation.data, Attestation.data_sha256).where(
-                        Attestation.subdir == parts[1], Attestation.filename == filename
-                    )
-                ).first()
-                return Found(row[0], f'"{row[1]}"', ATTESTATION) if row else None
-            row = conn.execute(
-                select(Document.data, Document.sha256).where(Document.path == path)
-            ).first()
-            if row is None:
-                return None
-            cache = IMMUTABLE if layout.is_immutable(path) else MUTABLE
-            return Found(row[0], f'"{row[1]}"', cache)
 
 
 def answer(
@@ -158,26 +91,37 @@ class TrustFastPath:
         await send({"type": "http.response.body", "body": body})
 
 
-@router.api_route(
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The exact published bytes",
+        "content": {"application/json": {}},
+        "headers": {
+            "ETag": {"description": "sha256 of the bytes", "schema": {"type": "string"}},
+            "Cache-Control": {"schema": {"type": "string"}},
+        },
+    },
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    404: {"model": ErrorBody, "description": "No such document"},
+}
+
+
+# GET and HEAD as two routes, so each has its own operation id in the OpenAPI document.
+@router.head(
     "/trust/{path:path}",
-    methods=["GET", "HEAD"],
+    summary="A file of the trust repository (headers only)",
+    response_class=Response,
+    responses=_RESPONSES,
+    operation_id="head_trust_file",
+)
+@router.get(
+    "/trust/{path:path}",
     summary="A file of the trust repository",
     response_class=Response,
-    responses={
-        200: {
-            "description": "The exact published bytes",
-            "content": {"application/json": {}},
-            "headers": {
-                "ETag": {"description": "sha256 of the bytes", "schema": {"type": "string"}},
-                "Cache-Control": {"schema": {"type": "string"}},
-            },
-        },
-        304: {"description": "Not modified (If-None-Match matched the ETag)"},
-        404: {"model": ErrorBody, "description": "No such document"},
-    },
+    responses=_RESPONSES,
+    operation_id="get_trust_file",
 )
-def trust_file(path: str, request: Request) -> Response:
-    found = get_state(request).trust_files.get(path)
+def trust_file(path: str, request: Request, state: State) -> Response:
+    found = state.trust_files.get(path)
     status, headers, body = answer(
         path, found, request.method, request.headers.get("if-none-match")
     )

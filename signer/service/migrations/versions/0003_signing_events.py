@@ -1,7 +1,7 @@
 """Online root signing events and their detached signatures.
 
 Revision ID: 0003
-Revises: 0001 (re-point to 0002 when that migration lands beside this one)
+Revises: 0002
 Create Date: 2026-12-07
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0003"
-down_revision = "0001"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 

@@ -1,5 +1,6 @@
 """`cf-sign submit`: post the sidecars of built artifacts to the service, from CI.
 
+The feedstock side of the service, next to `sign` (whose artifact gathering it shares).
 Standard library only (urllib): CI installs cf-sign to sign and submit, and needs none of
 the service's dependencies for it. Requests are retried with exponential backoff (and the
 service's Retry-After) on network errors, 5xx and 429; any other 4xx refuses the batch.
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from signer.feedstock.sign import gather_artifacts
 from signer.trust.errors import FormatError
 from signer.trust.jsonload import MAX_SIDECAR, load_json, read_file
 
@@ -68,19 +70,7 @@ def collect(
     """Each artifact's subdir, hash and sidecar (`<artifact>.sig.json`, from `cf-sign sign`)."""
     from signer.artifacts import read_artifact
 
-    paths = list(artifacts)
-    for path in paths:
-        if not path.is_file():
-            raise FormatError(str(path), "ARTIFACT", "no such file")
-    if build_dir is not None:
-        from signer.feedstock.sign import find_artifacts
-
-        found = find_artifacts(build_dir)
-        if not found:
-            raise FormatError(str(build_dir), "--build-dir", "no packages in <subdir>/")
-        paths += found
-    if not paths:
-        raise FormatError("submit", "ARTIFACT", "give artifacts or --build-dir D")
+    paths = gather_artifacts(artifacts, build_dir, "submit")
     out: list[Submission] = []
     for path in paths:
         info = read_artifact(path)
