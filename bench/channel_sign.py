@@ -65,8 +65,8 @@ def main() -> int:
     py = sys.executable
     cf = [py, "-m", "signer.cli.main"]
 
-    from signer.ceremony.devrepo import make_dev_trust_repo
     from signer.cli.main import main as cli_main
+    from signer.devrepo import make_dev_trust_repo
     from signer.keys import KeyHandle, generate_key, resolve_keyref
     from signer.trust.attestation import (
         PAYLOAD_TYPE,

@@ -111,8 +111,8 @@ def main() -> int:
     py = sys.executable
 
     from signer.artifacts.build import build_package
-    from signer.ceremony.devrepo import make_dev_trust_repo
     from signer.cli.main import main as cli_main
+    from signer.devrepo import make_dev_trust_repo
     from signer.keys import KeyHandle, generate_key, resolve_keyref
     from signer.repodata.index import index_directory
     from signer.trust.attestation import (

@@ -18,7 +18,7 @@ import pytest
 from test_feedstock_support import World, make_world
 
 from signer.artifacts.build import build_package
-from signer.ceremony.devrepo import make_dev_trust_repo
+from signer.devrepo import make_dev_trust_repo
 from signer.repodata import profiles
 from signer.repodata.index import index_directory
 

@@ -17,7 +17,7 @@ from test_feedstock_support import World, make_world
 from test_mirror_support import Faults, serve
 
 from signer.artifacts.build import build_package
-from signer.ceremony.devrepo import make_dev_trust_repo
+from signer.devrepo import make_dev_trust_repo
 from signer.repodata.document import read_repodata
 from signer.repodata.index import index_directory
 from signer.repodata.verify import verify_repodata

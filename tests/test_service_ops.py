@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 from test_service_support import Server, World, make_world, run_cli, wait_for
 
-from signer.ceremony.devrepo import make_dev_trust_repo
+from signer.devrepo import make_dev_trust_repo
 from signer.feedstock.submit import Submission, post_batch
 from signer.fetch import LocalSource
 from signer.keys import KeyHandle, generate_key, resolve_keyref

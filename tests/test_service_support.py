@@ -24,8 +24,8 @@ import httpx
 import pytest
 
 from signer.artifacts.build import build_package
-from signer.ceremony.devrepo import DevTrustRepo, make_dev_trust_repo
 from signer.cli.main import main
+from signer.devrepo import DevTrustRepo, make_dev_trust_repo
 from signer.keys import generate_key
 
 PG_ADMIN_URL = os.environ.get("CF_SIGN_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")

@@ -7,7 +7,9 @@ Last-Modified kept in the overlay's state), signs the attested records with
 to the change, and newly arrived attestations are picked up on every run), and publishes
 `channels/<name>/<subdir>/repodata.json` and `.zst` as repodata v2 whose `info.base_url`
 points at upstream's subdir, so clients fetch the packages from upstream (the CDN) and the
-metadata from here. The service runs it per channel; it needs nothing of the service.
+metadata from here. With a `StagePolicy`, observe-stage unattested records are signed too
+(`observed`, not counted in `coverage`). The service runs it per channel; it needs nothing
+of the service.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from signer.channel.attestations import AttestationStore
 from signer.channel.document import split_strict
 from signer.channel.gate import Gate
 from signer.channel.sign import ChannelSignResult, sign_channel
+from signer.channel.stages import StagePolicy
 from signer.repodata.document import SplitRepodata
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.signing import MessageSigner
@@ -69,10 +72,12 @@ class OverlayResult:
     refused: int
     cached: int
     lag_seconds: float  # upstream's change seen -> published (0 when nothing to publish)
+    observed: int = 0  # signed without an attestation: their feedstocks are not enforced
 
     @property
     def coverage(self) -> float:
-        return self.signed / self.records if self.records else 1.0
+        """Share of records signed on an attestation (observed ones do not count)."""
+        return (self.signed - self.observed) / self.records if self.records else 1.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -80,6 +85,7 @@ class OverlayResult:
             "published": self.published, "records": self.records, "signed": self.signed,
             "unattested": self.unattested, "refused": self.refused, "cached": self.cached,
             "coverage": round(self.coverage, 6), "lag_seconds": round(self.lag_seconds, 3),
+            "observed": self.observed,
         }  # fmt: skip
 
 
@@ -178,6 +184,7 @@ def refresh_overlay(
     state_dir: Path,
     timeout: float = 60.0,
     jobs: int = 1,
+    policy: StagePolicy | None = None,
 ) -> OverlayResult:
     """Fetch (conditionally), sign what is attested, publish when the document changed."""
     check_channel_name(name)
@@ -195,7 +202,7 @@ def refresh_overlay(
         split = split_strict(kept, upstream)
     result: ChannelSignResult = sign_channel(
         split, gate, store, keys, mamba_key, unattested="unsigned", jobs=jobs,
-        cache_dir=state_dir / name / subdir,
+        cache_dir=state_dir / name / subdir, policy=policy,
     )  # fmt: skip
     document = b"".join(_as_v2(split, base_url_of(upstream)).to_pieces(result.signatures))
     target = publish_root / "channels" / name / subdir / "repodata.json"
@@ -212,4 +219,5 @@ def refresh_overlay(
     return OverlayResult(
         name, subdir, changed, published, result.records, result.signed,
         len(result.unattested), len(result.refused), result.cached, lag,
+        len(result.observed or ()),
     )  # fmt: skip

@@ -8,6 +8,11 @@ record) fails are "refused", with the check and the reason; either kind is left 
 or dropped. Other keys' signatures on a signed record are kept (co-signing); an unsigned
 record keeps none.
 
+With a `StagePolicy` (`signer.channel.stages`), a record lacking a verified attestation
+whose feedstocks are all in `observe` or `off` is signed all the same and reported as
+"observed"; observed records are never cached, so a stage change takes effect on the next
+run however warm the cache.
+
 Work is split over forked processes (`signer.repodata.parallel`); with a cache (see
 `signer.channel.cache`) a record whose bytes, attestation and delegation are unchanged
 since the last run costs a hash and a stat.
@@ -29,6 +34,7 @@ from signer.channel import cache as cache_file
 from signer.channel.attestations import AttestationStore
 from signer.channel.document import info_subdir, pieces_without, strict_record
 from signer.channel.gate import Gate
+from signer.channel.stages import StagePolicy
 from signer.repodata.document import SplitRepodata
 from signer.repodata.parallel import map_ranges
 from signer.repodata.profiles import conda_message, mamba_message
@@ -46,6 +52,14 @@ class Refusal(NamedTuple):
     reason: str
 
 
+class Observed(NamedTuple):
+    """Signed without a verified attestation: its feedstock is not enforced (yet)."""
+
+    file: str
+    feedstock: str
+    why: str  # why it was unattested, and the stage that let it through
+
+
 @dataclass
 class ChannelSignResult:
     subdir: str
@@ -57,6 +71,7 @@ class ChannelSignResult:
     dropped: list[str]
     cached: int = 0  # signed from the cache, without verifying again
     cache_note: str | None = None  # why an existing cache was not used
+    observed: list[Observed] | None = None  # None: no stages, every unattested refused
     _split: SplitRepodata | None = field(default=None, repr=False)
 
     @property
@@ -64,13 +79,16 @@ class ChannelSignResult:
         return not self.unattested and not self.refused
 
     def to_json(self) -> dict[str, Any]:
-        """Section 10's report, exactly."""
-        return {
+        """Section 10's report, exactly; with stages, also `observed`."""
+        report: dict[str, Any] = {
             "records": self.records,
             "signed": self.signed,
             "unattested": list(self.unattested),
             "refused": [r._asdict() for r in self.refused],
         }
+        if self.observed is not None:
+            report["observed"] = [o._asdict() for o in self.observed]
+        return report
 
     def pieces(self) -> list[bytes | memoryview]:
         """The signed document (records in `dropped` left out)."""
@@ -82,7 +100,8 @@ class ChannelSignResult:
 _Signed = tuple[Literal["s"], tuple[bytes, ...], bytes | None, cache_file.Entry | None]
 _Missing = tuple[Literal["u"]]
 _Refused = tuple[Literal["r"], str, str]
-_Outcome = _Signed | _Missing | _Refused
+_Observed = tuple[Literal["o"], tuple[bytes, ...], bytes | None, str, str]
+_Outcome = _Signed | _Missing | _Refused | _Observed
 
 
 def _check_keys(gate: Gate, keys: list[MessageSigner], mamba_key: MessageSigner | None) -> None:
@@ -125,10 +144,11 @@ class _Job:
     def __init__(
         self, split: SplitRepodata, subdir: str, gate: Gate, store: AttestationStore,
         keys: list[MessageSigner], mamba_key: MessageSigner | None,
-        cached: dict[str, cache_file.Entry],
+        cached: dict[str, cache_file.Entry], policy: StagePolicy | None = None,
     ) -> None:  # fmt: skip
         self.split, self.subdir, self.gate, self.store = split, subdir, gate, store
         self.keys, self.mamba_key, self.cached = keys, mamba_key, cached
+        self.policy = policy
         self.local = store.directory is not None
 
     def _from_cache(self, filename: str, digest: bytes) -> _Signed | None:
@@ -174,24 +194,41 @@ class _Job:
         try:
             found = self.store.get(self.subdir, filename)
             if found is None:
-                return ("u",)
+                return self._unattested(record, float_free, "no attestation") or ("u",)
             attested = self.gate.verify_attestation(
                 found.data, filename=filename, sha256=record["sha256"], subdir=self.subdir,
                 package=record["name"], where=found.where,
             )  # fmt: skip
         except VerificationError as exc:
             reason = exc.reason if exc.subject == filename else f"{exc.subject}: {exc.reason}"
-            return ("r", exc.check, reason)
-        message = conda_message(record, float_free=float_free)
-        sigs = tuple(key.sign_message(message) for key in self.keys)
-        mamba = None
-        if self.mamba_key is not None:
-            mamba = self.mamba_key.sign_message(mamba_message(with_subdir(record, self.subdir)))
+            why = f"{exc.check}: {reason}"
+            return self._unattested(record, float_free, why) or ("r", exc.check, reason)
+        sigs, mamba = self._sign(record, float_free)
         entry = cache_file.Entry(
             digest, found.token, hashlib.sha256(found.data).digest(), attested.feedstock,
             attested.fingerprint, sigs, mamba,
         )  # fmt: skip
         return ("s", sigs, mamba, entry)
+
+    def _sign(
+        self, record: dict[str, Any], float_free: bool
+    ) -> tuple[tuple[bytes, ...], bytes | None]:
+        message = conda_message(record, float_free=float_free)
+        sigs = tuple(key.sign_message(message) for key in self.keys)
+        mamba = None
+        if self.mamba_key is not None:
+            mamba = self.mamba_key.sign_message(mamba_message(with_subdir(record, self.subdir)))
+        return sigs, mamba
+
+    def _unattested(self, record: dict[str, Any], float_free: bool, why: str) -> _Observed | None:
+        """Signed anyway when the stages say the record's feedstocks are not enforced."""
+        if self.policy is None:
+            return None
+        decision = self.policy.decide(record.get("name"), record)
+        if not decision.sign or decision.feedstock is None:
+            return None
+        sigs, mamba = self._sign(record, float_free)
+        return ("o", sigs, mamba, decision.feedstock, f"{why} ({decision.note})")
 
     def run(self, start: int, end: int) -> list[_Outcome]:
         state = self.gate.session.state
@@ -221,8 +258,12 @@ def sign_channel(
     jobs: int = 1,
     cache_dir: Path | None = None,
     on_progress: Callable[[int], None] | None = None,
+    policy: StagePolicy | None = None,
 ) -> ChannelSignResult:
-    """Gate and sign every record; nothing is written here except the cache."""
+    """Gate and sign every record; nothing is written here except the cache.
+
+    Without `policy`, every record lacking a verified attestation is refused.
+    """
     subdir = info_subdir(split)
     if subdir is None:
         raise FormatError(split.source, "info.subdir", "missing: records cannot be placed")
@@ -248,7 +289,7 @@ def sign_channel(
         # A failure is remembered by the session; those records are checked again, refused.
         with contextlib.suppress(VerificationError):
             gate.fingerprint(feedstock)
-    job = _Job(split, subdir, gate, store, keys, mamba_key, cached)
+    job = _Job(split, subdir, gate, store, keys, mamba_key, cached, policy)
     chunks = map_ranges(job.run, len(split.records), jobs, on_chunk=on_progress)
 
     ours = set(key_hexes) | ({mamba_hex} if mamba_hex else set())
@@ -256,6 +297,7 @@ def sign_channel(
     missing: list[str] = []
     refused: list[Refusal] = []
     entries: dict[str, cache_file.Entry] = {}
+    observed: list[Observed] = []
     hits = 0
     outcomes = (o for chunk in chunks for o in chunk)
     for item, outcome in zip(split.records, outcomes, strict=True):
@@ -266,12 +308,16 @@ def sign_channel(
         if outcome[0] == "r":
             refused.append(Refusal(name, outcome[1], outcome[2]))
             continue
-        _, sigs, mamba, entry = outcome
-        if entry is None:
-            hits += 1
-            entries[name] = cached[name]
+        if outcome[0] == "o":
+            _, sigs, mamba, feedstock, why = outcome
+            observed.append(Observed(name, feedstock, why))
         else:
-            entries[name] = entry
+            _, sigs, mamba, entry = outcome
+            if entry is None:
+                hits += 1
+                entries[name] = cached[name]
+            else:
+                entries[name] = entry
         record_sigs = {}
         if name in split.signatures:
             record_sigs = _kept_signatures(split.signatures[name], ours)
@@ -286,5 +332,5 @@ def sign_channel(
     return ChannelSignResult(
         subdir, len(split.records), len(signatures), missing, refused, signatures, dropped,
         cached=hits, cache_note=note if cached == {} and note != "no cache yet" else None,
-        _split=split,
+        observed=observed if policy is not None else None, _split=split,
     )  # fmt: skip

@@ -30,6 +30,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="trust-repository layout holding attestations/<subdir>/ (default: --trust)",
     )  # fmt: skip
     sign.add_argument(
+        "--stages", metavar="URL|FILE",
+        help="feedstock stages (the service's /v1/stages, or that JSON in a file): records of "
+        "observe/off feedstocks are signed without an attestation and reported; without it "
+        "every unattested record is refused",
+    )  # fmt: skip
+    sign.add_argument(
         "--unattested", choices=("unsigned", "drop"), default="unsigned",
         help="what happens to records not attested or refused (default: left unsigned)",
     )  # fmt: skip
@@ -79,6 +85,7 @@ def channel_sign(args: argparse.Namespace) -> int:
     from signer.channel.document import read_strict
     from signer.channel.gate import Gate
     from signer.channel.sign import sign_channel
+    from signer.channel.stages import StagePolicy, load_stages
     from signer.cli.common import open_session, report_notices, verification_hint
     from signer.fetch import default_state_dir
     from signer.repodata.parallel import default_jobs
@@ -88,6 +95,8 @@ def channel_sign(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     split = read_strict(args.repodata)
     keys, mamba = _keys(args)
+    # Read once, before any signing: a failure is an error, never a default to signing.
+    stages = load_stages(args.stages, timeout=args.timeout) if args.stages else None
     gate = Gate(open_session(args))
     store = AttestationStore(args.attestations or args.trust, timeout=args.timeout)
     cache_dir = None
@@ -97,9 +106,11 @@ def channel_sign(args: argparse.Namespace) -> int:
     if progress is not None:
         progress.start()
     try:
+        policy = StagePolicy.open(stages, gate.session) if stages is not None else None
         result = sign_channel(
             split, gate, store, keys, mamba, unattested=args.unattested,
             jobs=args.jobs or default_jobs(), cache_dir=cache_dir, on_progress=advance,
+            policy=policy,
         )  # fmt: skip
     except VerificationError as exc:
         raise verification_hint(exc) from None
@@ -119,12 +130,19 @@ def channel_sign(args: argparse.Namespace) -> int:
         print(f"REFUSED {result.subdir}/{refusal.file}: {refusal.check}: {refusal.reason}")
     if len(result.refused) > MAX_REFUSAL_LINES:
         print(f"... and {len(result.refused) - MAX_REFUSAL_LINES} more refusals (--json)")
+    observed = result.observed or []
+    for seen in observed[:MAX_REFUSAL_LINES]:
+        print(f"OBSERVED {result.subdir}/{seen.file} (feedstock {seen.feedstock}): {seen.why}")
+    if len(observed) > MAX_REFUSAL_LINES:
+        print(f"... and {len(observed) - MAX_REFUSAL_LINES} more observed (--json)")
     fate = "dropped" if args.unattested == "drop" else "left unsigned"
     print(
         f"{result.subdir}: {result.records} records, {result.signed} signed "
         f"({result.cached} unchanged since the last run), {len(result.unattested)} unattested, "
         f"{len(result.refused)} refused ({fate})  [{elapsed:.2f} s]"
     )
+    if result.observed is not None:
+        print(f"  {len(observed)} signed unattested: their feedstocks are not enforced")
     if result.cache_note:
         print(f"  cache not used: {result.cache_note}")
     if failed:

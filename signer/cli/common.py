@@ -142,16 +142,6 @@ def skew_from(args: argparse.Namespace) -> timedelta:
     return session_config(args).clock_skew
 
 
-def load_trust(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
-    """Deprecated (use `open_session`): (source, state, root, key_mgr) of a refreshed session."""
-    session = open_session(args)
-    try:
-        session.refresh()
-    finally:
-        report_notices(session)
-    return session.source, session.state, session.root, session.key_mgr
-
-
 def report_notices(session: TrustSession) -> None:
     """What the session wants the user told (e.g. a state root it ignored), on stderr."""
     for notice in session.notices:
