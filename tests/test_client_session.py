@@ -9,13 +9,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_feedstock_support import World, make_world, resign, run
+from test_feedstock_support import World, index_of, make_world, resign, run
 
 from signer.client import ArtifactVerdict, SessionConfig, TrustSession
 from signer.fetch import LocalSource
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.feedstocks import INDEX_PATH, bin_id, bin_path
 from signer.trust.metadata import KeyMgr, PkgMgr, Root
+from signer.trust.timefmt import parse_time
 from tests.conftest import CliResult
 
 
@@ -91,11 +92,11 @@ def test_documents_are_fetched_once_and_delegations_cached(world: World) -> None
         with pytest.raises(VerificationError) as caught:
             session.delegation("nosuch")
         assert caught.value.check == "delegation"
-    assert source.asked.count(INDEX_PATH) == 2
+    assert source.asked.count(INDEX_PATH) == 1  # the index is verified once per session
     # ... and forgetting makes the session look again.
     session.forget_delegations()
     session.delegation("numpy")
-    assert source.asked.count(INDEX_PATH) == 3
+    assert source.asked.count(INDEX_PATH) == 2
 
 
 def test_a_failed_refresh_is_reported_for_every_artifact(world: World) -> None:
@@ -262,3 +263,107 @@ def test_the_session_api_other_packages_code_against() -> None:
     for attribute in ("refresh", "root", "key_mgr", "pkg_mgr", "delegation", "reset"):
         assert hasattr(TrustSession, attribute), attribute
     assert SessionConfig()._fields == ("clock_skew", "timeout", "at")
+
+
+def test_verified_bins_are_cached_per_entry_and_a_revoked_key_still_fails(world: World) -> None:
+    """Bins are verified once per (bin, index entry, key_mgr keys): a warm cache neither
+    hides a changed bin nor a revoked key once the session looks at the index again."""
+    pkg = world.build("numpy", "2.0", "h0_0")
+    assert world.sign(pkg, "numpy") == 0
+    bins = index_of(world)["bins"]
+    numpy_bin, evil_bin = bin_path(bin_id("numpy", bins)), bin_path(bin_id("evil", bins))
+    source = CountingSource(world.trust)
+    session = TrustSession(source, world.root.read_bytes(), anchor_name=str(world.root))
+    assert session.verify_artifact(pkg).ok
+    session.delegation("evil")
+    session.delegation("llvmdev")
+    for bin_file in {numpy_bin, evil_bin}:
+        assert source.asked.count(bin_file) == 1
+    # Looking again with nothing changed: the index is fetched again, no bin is verified again.
+    session.forget_delegations()
+    assert session.verify_artifact(pkg).ok and session.delegation("evil").feedstock == "evil"
+    assert source.asked.count(INDEX_PATH) == 2 and source.asked.count(numpy_bin) == 1
+    # numpy's key is revoked (replaced by a new one): its bin changes, the cache stays warm.
+    secret = world.base / "numpy-new.ci-secret"
+    assert (
+        run("feedstock", "provision", "numpy-new", "--dir", world.fkeys, "--secret-file", secret)
+        == 0
+    )
+    entries = world.default_entries()
+    entries["numpy"]["keys"] = ["keys/numpy-new.pub"]
+    world.write_source(entries)
+    assert world.publish() == 0
+    source.files.update(CountingSource(world.trust).files)
+    session.forget_delegations()
+    verdict = session.verify_artifact(pkg)
+    assert not verdict.ok and verdict.check == "signature", verdict
+    assert source.asked.count(numpy_bin) == 2  # the changed entry: verified again
+    if evil_bin != numpy_bin:
+        session.delegation("evil")
+        assert source.asked.count(evil_bin) == 1  # unchanged: from the cache
+    # Control: the same artifact verifies in a fresh session only under the old delegation.
+    assert not TrustSession(source, world.root.read_bytes()).verify_artifact(pkg).ok
+
+
+def test_a_cached_bin_is_not_trusted_past_its_expiry_or_a_swapped_entry(world: World) -> None:
+    """A bin from the cache is checked for expiry on every use, and a bin whose bytes
+    differ from what the (new) index pins is verified, and refused, not served cached."""
+    pkg = world.build("numpy", "2.0", "h0_0")
+    assert world.sign(pkg, "numpy") == 0
+    source = CountingSource(world.trust)
+    session = TrustSession(source, world.root.read_bytes(), anchor_name=str(world.root))
+    assert session.verify_artifact(pkg).ok
+    bins = index_of(world)["bins"]
+    numpy_bin = bin_path(bin_id("numpy", bins))
+    # Another bin's bytes under numpy's name, with the index unchanged: mix-and-match.
+    other = next(
+        p for p in source.files if p.startswith("feedstocks/") and p not in (numpy_bin, INDEX_PATH)
+    )
+    source.files[numpy_bin] = source.files[other]
+    session.forget_delegations()
+    assert session.verify_artifact(pkg).ok  # entry unchanged: the verified bin is reused
+    session.reset()
+    verdict = session.verify_artifact(pkg)
+    assert not verdict.ok and verdict.check == "mix-and-match", verdict
+    # Expiry: a warm session asked, past the documents' expiry, about a feedstock of a
+    # bin it holds verified (not delegated there) says expired, not "not delegated".
+    fresh = CountingSource(world.trust)
+    later = TrustSession(fresh, world.root.read_bytes())
+    assert later.verify_artifact(pkg).ok
+    neighbour = next(
+        f"x{i}" for i in range(100_000) if bin_id(f"x{i}", bins) == bin_id("numpy", bins)
+    )
+    with pytest.raises(VerificationError) as caught:
+        later.delegation(neighbour)
+    assert caught.value.check == "delegation"  # control: today it is just not delegated
+    expiry = max(
+        json.loads(fresh.files[name])["signed"]["expiration"] for name in (numpy_bin, INDEX_PATH)
+    )
+    later.config = SessionConfig(at=parse_time(expiry, "test", "expiration") + timedelta(days=2))
+    with pytest.raises(VerificationError) as caught:
+        later.delegation(neighbour)  # the same name: its earlier failure is what is cached
+    assert caught.value.check == "delegation"
+    twin = next(f"y{i}" for i in range(100_000) if bin_id(f"y{i}", bins) == bin_id("numpy", bins))
+    with pytest.raises(VerificationError) as caught:
+        later.delegation(twin)
+    assert caught.value.check == "expired", caught.value
+    assert fresh.asked.count(numpy_bin) == 1  # from the cache, and still refused
+
+
+def test_state_batch_writes_versions_once_and_checks_them_at_once(tmp_path: Path) -> None:
+    from signer.trust.errors import RollbackError
+    from signer.trust.state import TrustState
+
+    state = TrustState(tmp_path / "state")
+    with state.batch():
+        state.record_versions({"feedstocks/ab.json": 3})
+        with state.batch():  # nested: still deferred
+            state.record_versions({"feedstocks/cd.json": 2})
+        assert not (tmp_path / "state" / "versions.json").exists()
+        with pytest.raises(RollbackError):  # seen in memory already
+            state.check_version("feedstocks/ab.json", 2, "feedstocks/ab.json")
+        state.check_version("feedstocks/ab.json", 3, "feedstocks/ab.json")  # control
+    written = json.loads((tmp_path / "state" / "versions.json").read_text())
+    assert written == {"feedstocks/ab.json": 3, "feedstocks/cd.json": 2}
+    with pytest.raises(RollbackError):  # and by a later process
+        TrustState(tmp_path / "state").check_version("feedstocks/cd.json", 1, "cd")

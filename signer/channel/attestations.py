@@ -94,8 +94,18 @@ class AttestationStore:
                 raise VerificationError(
                     where, "size", f"{st.st_size} bytes exceeds the {MAX_SIDECAR}-byte cap"
                 )
-            with os.fdopen(fd, "rb", closefd=False) as handle:
-                data = handle.read(MAX_SIDECAR + 1)
+            # Sized by fstat (a 1 MiB buffer per read costs more than the read); a file that
+            # grew meanwhile is read on, up to the cap.
+            chunks: list[bytes] = []
+            total, want = 0, min(st.st_size, MAX_SIDECAR) + 1
+            while total <= MAX_SIDECAR:
+                chunk = os.read(fd, want)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                total += len(chunk)
+                want = MAX_SIDECAR + 1 - total
+            data = b"".join(chunks)
         finally:
             os.close(fd)
         if len(data) > MAX_SIDECAR:

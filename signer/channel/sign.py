@@ -231,7 +231,9 @@ class _Job:
         return ("o", sigs, mamba, decision.feedstock, f"{why} ({decision.note})")
 
     def run(self, start: int, end: int) -> list[_Outcome]:
-        return [self.one(i) for i in range(start, end)]
+        state = self.gate.session.state
+        with state.batch() if state is not None else contextlib.nullcontext():
+            return [self.one(i) for i in range(start, end)]
 
 
 def _kept_signatures(raw: Any, ours: set[str]) -> dict[str, Any]:
@@ -279,8 +281,10 @@ def sign_channel(
         path = cache_file.default_cache_path(cache_dir, scope)
         cached, note = cache_file.load(path, mac, scope)
 
-    # Delegations the cache will ask for, resolved once here: forked workers inherit them
-    # instead of each resolving every feedstock again.
+    # The feedstock index and the delegations the cache will ask for, verified once here:
+    # forked workers inherit them instead of each verifying them again.
+    with contextlib.suppress(VerificationError):
+        gate.session.feedstock_index()  # a failure is remembered, and reported per record
     for feedstock in sorted({e.feedstock for e in cached.values()}):
         # A failure is remembered by the session; those records are checked again, refused.
         with contextlib.suppress(VerificationError):

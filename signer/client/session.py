@@ -21,7 +21,15 @@ from signer.client.artifact import ArtifactVerdict, failed, find_sidecar
 from signer.trust import layout
 from signer.trust.attestation import AttestationResult, parse_sidecar, verify_sidecar
 from signer.trust.errors import FormatError, VerificationError
-from signer.trust.feedstocks import ResolvedDelegation, resolve_feedstock
+from signer.trust.feedstocks import (
+    ResolvedDelegation,
+    VerifiedBin,
+    VerifiedIndex,
+    delegation_in,
+    index_entry,
+    verify_bin,
+    verify_index,
+)
 from signer.trust.jsonload import MAX_DELEGATING, read_file
 from signer.trust.repository import (
     TrustedKeyMgr,
@@ -42,6 +50,10 @@ if TYPE_CHECKING:
     from signer.repodata.verify import RepodataReport
 
 DEFAULT_TIMEOUT = 20.0
+
+# A verified bin depends on: its id, the index entry pinning it (version, sha256), and the
+# key_mgr keys (and threshold) of the root it was verified under.
+_BinKey = tuple[str, int, str, tuple[str, ...], int]
 
 
 class TrustSource(Protocol):
@@ -90,6 +102,11 @@ class TrustSession:
         self._pkg_mgr: TrustedPkgMgr | None = None
         self._failure: VerificationError | None = None
         self._delegations: dict[str, ResolvedDelegation | VerificationError] = {}
+        # The feedstock index, verified once per session; bins verified once per bin and
+        # index entry (id, version, sha256) and key_mgr keys, so 29,000 feedstocks in 256
+        # bins cost 256 bin verifications. Expiry is checked again on every use.
+        self._index: VerifiedIndex | VerificationError | None = None
+        self._bins: dict[_BinKey, VerifiedBin | VerificationError] = {}
 
     @classmethod
     def open(
@@ -183,14 +200,7 @@ class TrustSession:
         known = self._delegations.get(feedstock)
         if known is None:
             try:
-                known = resolve_feedstock(
-                    self.source.fetch,
-                    self.root.meta,
-                    feedstock,
-                    self.now(),
-                    self.config.clock_skew,
-                    self.state,
-                )
+                known = self._resolve(feedstock)
             except VerificationError as exc:
                 known = exc
             self._delegations[feedstock] = known
@@ -198,9 +208,48 @@ class TrustSession:
             raise known
         return known
 
+    def feedstock_index(self) -> VerifiedIndex:
+        """The verified feedstock index (rule 3), once per session; failures cached."""
+        if self._index is None:
+            try:
+                self._index = verify_index(
+                    self.source.fetch,
+                    self.root.meta,
+                    self.now(),
+                    self.config.clock_skew,
+                    self.state,
+                )
+            except VerificationError as exc:
+                self._index = exc
+        if isinstance(self._index, VerificationError):
+            raise self._index
+        return self._index
+
+    def _resolve(self, feedstock: str) -> ResolvedDelegation:
+        root = self.root.meta
+        now, skew = self.now(), self.config.clock_skew
+        index = self.feedstock_index()
+        bin_name, entry = index_entry(index.document, feedstock)
+        keys = root.key_mgr_keys
+        key = (bin_name, entry.version, entry.sha256, keys.pubkeys, keys.threshold)
+        shard = self._bins.get(key)
+        if shard is None:
+            try:
+                shard = verify_bin(
+                    self.source.fetch, root, index.document, bin_name, entry, now, skew, self.state
+                )
+            except VerificationError as exc:
+                shard = exc
+            self._bins[key] = shard
+        if isinstance(shard, VerificationError):
+            raise shard
+        return delegation_in(feedstock, index, bin_name, shard, now, skew, self.state)
+
     def forget_delegations(self) -> None:
-        """Drop cached delegations (a long-lived session after the bins changed)."""
+        """Drop cached delegations and the index (a long-lived session after the bins
+        changed); verified bins stay, keyed by the entry of the index that pins them."""
         self._delegations.clear()
+        self._index = None
 
     def reset(self) -> None:
         """Forget everything verified: the next use refreshes again (a long-lived session
@@ -208,6 +257,8 @@ class TrustSession:
         self._root = self._key_mgr = self._pkg_mgr = None
         self._failure = None
         self._delegations.clear()
+        self._index = None
+        self._bins.clear()
 
     def verify_attestation(
         self,
@@ -226,8 +277,8 @@ class TrustSession:
         does not parse (the caller knows whether that is bad input or a bad document).
         """
         source = where or f"{subdir}/{filename}.sig.json"
-        hint = parse_sidecar(sidecar_bytes, source).feedstock
-        resolved = self.delegation(hint)
+        parsed = parse_sidecar(sidecar_bytes, source)  # once: the hint, then the envelopes
+        resolved = self.delegation(parsed.feedstock)
         return verify_sidecar(
             sidecar_bytes,
             filename,
@@ -236,6 +287,7 @@ class TrustSession:
             source,
             subdir=subdir,
             package_name=package,
+            parsed=parsed,
         )
 
     def verify_artifact(self, path: Path, sidecar: Path | None = None) -> ArtifactVerdict:

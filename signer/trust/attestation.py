@@ -291,6 +291,7 @@ def verify_sidecar(
     *,
     subdir: str,
     package_name: str | None = None,
+    parsed: Sidecar | None = None,
 ) -> AttestationResult:
     """Rule 4 for one artifact, given the verified delegation of the sidecar's feedstock.
 
@@ -298,12 +299,15 @@ def verify_sidecar(
     served or submitted under): the publish statement must name the same one, so a sidecar
     cannot stand for a same-named file of another subdir.
 
+    `parsed` is `parse_sidecar(sidecar_bytes, source)` when the caller already has it (the
+    session parses once for the hint): the bytes are then not parsed again.
+
     `artifact_filename` is the base name (the statement's subject); `package_name` defaults
     to the name part of it (callers that read `info/index.json` pass the name found there,
     after checking it agrees with the file name). Raises FormatError when the sidecar does
     not parse and VerificationError (check: subject, digest, signature, scope) otherwise.
     """
-    sidecar = parse_sidecar(sidecar_bytes, source)
+    sidecar = parsed if parsed is not None else parse_sidecar(sidecar_bytes, source)
     subject = artifact_filename
     name = package_name if package_name is not None else package_name_of(artifact_filename)
     if name is None:

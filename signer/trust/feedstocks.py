@@ -376,15 +376,29 @@ def _fetch(fetch: Fetch, path: str) -> bytes:
     return data
 
 
-def resolve_feedstock(
+class VerifiedIndex(NamedTuple):
+    """A feedstock index whose signatures, version and expiry verified."""
+
+    document: FeedstocksIndex
+    signatures: ThresholdResult
+
+
+class VerifiedBin(NamedTuple):
+    """A bin whose signatures, identity, version and digest matched its index entry."""
+
+    bin: FeedstockBin
+    signatures: ThresholdResult
+
+
+def verify_index(
     fetch: Fetch,
     key_mgr_root: Root,
-    feedstock: str,
     now: datetime,
     skew: timedelta = DEFAULT_CLOCK_SKEW,
     state: TrustState | None = None,
-) -> ResolvedDelegation:
-    """Rule 3 for one feedstock: the index, then its bin, then its entry."""
+) -> VerifiedIndex:
+    """Rule 3, first half: the index, signed by root's key_mgr keys, not rolled back or
+    expired."""
     data = _fetch(fetch, INDEX_PATH)
     try:
         index, envelope = parse_index(data)
@@ -394,9 +408,12 @@ def resolve_feedstock(
     if state is not None:
         state.check_version(INDEX_PATH, index.version, INDEX_PATH)
     check_not_expired(index, INDEX_PATH, now, skew)
+    return VerifiedIndex(index, index_sigs)
 
+
+def index_entry(index: FeedstocksIndex, feedstock: str) -> tuple[str, ShardEntry]:
+    """The bin a feedstock falls in and the index's entry for it."""
     bin_name = bin_id(feedstock, index.bins)
-    path = bin_path(bin_name)
     entry = index.shards.get(bin_name)
     if entry is None:
         raise VerificationError(
@@ -404,6 +421,22 @@ def resolve_feedstock(
             "delegation",
             f"not delegated (no bin {bin_name} in the index)",
         )
+    return bin_name, entry
+
+
+def verify_bin(
+    fetch: Fetch,
+    key_mgr_root: Root,
+    index: FeedstocksIndex,
+    bin_name: str,
+    entry: ShardEntry,
+    now: datetime,
+    skew: timedelta = DEFAULT_CLOCK_SKEW,
+    state: TrustState | None = None,
+) -> VerifiedBin:
+    """Rule 3, second half: the bin the index lists under `bin_name`, signed, not rolled
+    back, the bytes the index pins (mix-and-match), not expired."""
+    path = bin_path(bin_name)
     data = _fetch(fetch, path)
     try:
         shard, bin_envelope = parse_bin(data, path)
@@ -428,16 +461,57 @@ def resolve_feedstock(
             path, "mix-and-match", f"version {shard.version}, the index lists v{entry.version}"
         )
     check_not_expired(shard, path, now, skew)
-    delegation = shard.delegations.get(feedstock)
+    return VerifiedBin(shard, bin_sigs)
+
+
+def delegation_in(
+    feedstock: str,
+    index: VerifiedIndex,
+    bin_name: str,
+    shard: VerifiedBin,
+    now: datetime,
+    skew: timedelta = DEFAULT_CLOCK_SKEW,
+    state: TrustState | None = None,
+) -> ResolvedDelegation:
+    """The feedstock's entry in a verified bin of a verified index. Rollback and expiry
+    are checked again here, so an index or bin verified earlier (a session's cache) can
+    neither outlive its expiry nor come back after a newer version was seen."""
+    path = bin_path(bin_name)
+    if state is not None:  # rollback too: a cached bin may be pinned by a newer index
+        state.check_version(INDEX_PATH, index.document.version, INDEX_PATH)
+        state.check_version(path, shard.bin.version, path)
+    check_not_expired(index.document, INDEX_PATH, now, skew)
+    check_not_expired(shard.bin, path, now, skew)
+    delegation = shard.bin.delegations.get(feedstock)
     if delegation is None:
         raise VerificationError(
             f"feedstock {feedstock}", "delegation", f"not delegated (not in {path})"
         )
     if state is not None:
-        state.record_versions({INDEX_PATH: index.version, path: shard.version})
+        state.record_versions({INDEX_PATH: index.document.version, path: shard.bin.version})
     return ResolvedDelegation(
-        feedstock, delegation, index.version, bin_name, shard.version, (index_sigs, bin_sigs)
+        feedstock,
+        delegation,
+        index.document.version,
+        bin_name,
+        shard.bin.version,
+        (index.signatures, shard.signatures),
     )
+
+
+def resolve_feedstock(
+    fetch: Fetch,
+    key_mgr_root: Root,
+    feedstock: str,
+    now: datetime,
+    skew: timedelta = DEFAULT_CLOCK_SKEW,
+    state: TrustState | None = None,
+) -> ResolvedDelegation:
+    """Rule 3 for one feedstock: the index, then its bin, then its entry."""
+    index = verify_index(fetch, key_mgr_root, now, skew, state)
+    bin_name, entry = index_entry(index.document, feedstock)
+    shard = verify_bin(fetch, key_mgr_root, index.document, bin_name, entry, now, skew, state)
+    return delegation_in(feedstock, index, bin_name, shard, now, skew, state)
 
 
 def verify_feedstock_delegation(

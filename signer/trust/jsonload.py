@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from signer.trust.errors import FormatError
@@ -34,10 +35,40 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _fast(data: bytes) -> tuple[Any] | None:
+    """orjson's parse, only when the bytes are exactly its re-serialisation (compact sorted,
+    or 2-space indented sorted with or without a final newline: how cf-sign writes
+    statements and sidecars). Equal bytes prove what the strict parser checks: UTF-8, no
+    NaN, and no duplicate key (a dict serialises each key once). Anything else, and any
+    orjson error, takes the strict path, so both give the same verdict. Used only once a
+    bulk caller has imported orjson: its import costs more than a small document's parse."""
+    orjson = sys.modules.get("orjson")
+    if orjson is None or data[:1] not in (b"{", b"["):
+        return None
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return None
+    if data[-1:] == b"\n":
+        option = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+    elif data[1:2] == b"\n":
+        option = orjson.OPT_SORT_KEYS | orjson.OPT_INDENT_2
+    else:
+        option = orjson.OPT_SORT_KEYS
+    try:
+        again = orjson.dumps(obj, option=option)
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+    return (obj,) if again == data else None
+
+
 def load_json(data: bytes, source: str, max_bytes: int) -> Any:
     """Parse `data` as strict JSON (UTF-8, no duplicate keys, no NaN) under a size cap."""
     if len(data) > max_bytes:
         raise FormatError(source, "", f"{len(data)} bytes exceeds the {max_bytes}-byte cap")
+    fast = _fast(data)
+    if fast is not None:
+        return fast[0]
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from signer.trust.errors import FormatError, RollbackError
@@ -74,6 +75,8 @@ class TrustState:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._versions: dict[str, int] | None = None
+        self._batching = 0
+        self._unwritten = False
 
     def trusted_root(self) -> bytes | None:
         try:
@@ -178,7 +181,26 @@ class TrustState:
                 current[name] = version
                 changed = True
         if changed:
-            write_atomic(
-                self.path / _VERSIONS, json.dumps(current, indent=1, sort_keys=True).encode()
-            )
             self._versions = current
+            if self._batching:
+                self._unwritten = True
+            else:
+                self._write_versions()
+
+    def _write_versions(self) -> None:
+        write_atomic(
+            self.path / _VERSIONS, json.dumps(self._versions, indent=1, sort_keys=True).encode()
+        )
+        self._unwritten = False
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Versions recorded inside are written once, on the way out (a bulk run seeing
+        hundreds of bins). They are in memory at once, so rollback checks inside see them."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if not self._batching and self._unwritten:
+                self._write_versions()
