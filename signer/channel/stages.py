@@ -24,7 +24,6 @@ repository that could hide a feedstock's delegation could turn enforce into obse
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,11 +32,9 @@ from typing import Any, Literal, NamedTuple
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from signer.client import TrustSession
-from signer.trust.chain import check_not_expired
-from signer.trust.errors import FormatError, VerificationError
-from signer.trust.feedstocks import INDEX_PATH, bin_path, parse_bin, parse_index
-from signer.trust.jsonload import MAX_FEEDSTOCKS, MIB, load_json, read_file
-from signer.trust.repository import verify_by_key_mgr_keys
+from signer.trust.errors import FormatError
+from signer.trust.feedstocks import verify_bin, verify_index
+from signer.trust.jsonload import MIB, load_json, read_file
 from signer.trust.timefmt import format_time, parse_time
 
 Stage = Literal["off", "observe", "enforce"]
@@ -193,41 +190,19 @@ class Owners:
         return known
 
 
-def _checked(data: bytes | None, path: str) -> bytes:
-    if data is None:
-        raise VerificationError(path, "missing", "not found in the trust repository")
-    return data
 
 
 def walk_owners(session: TrustSession) -> Owners:
-    """Every delegation of the repository, each bin checked as `resolve_feedstock` does."""
+    """Every delegation of the repository: the index and each bin verified by the core's
+    own rule-3 checks (signatures, rollback, the index's pins, expiry)."""
     root = session.root.meta
     now, skew, state = session.now(), session.config.clock_skew, session.state
-    data = _checked(session.fetch(INDEX_PATH, MAX_FEEDSTOCKS), INDEX_PATH)
-    try:
-        index, envelope = parse_index(data)
-    except FormatError as exc:
-        raise VerificationError(INDEX_PATH, "format", f"{exc.field}: {exc.reason}") from None
-    verify_by_key_mgr_keys(envelope, root, INDEX_PATH)
-    if state is not None:
-        state.check_version(INDEX_PATH, index.version, INDEX_PATH)
-    check_not_expired(index, INDEX_PATH, now, skew)
+    index = verify_index(session.fetch, root, now, skew, state).document
     owners = Owners()
     for bin_name in sorted(index.shards):
-        entry, path = index.shards[bin_name], bin_path(bin_name)
-        data = _checked(session.fetch(path, MAX_FEEDSTOCKS), path)
-        if hashlib.sha256(data).hexdigest() != entry.sha256:
-            raise VerificationError(path, "mix-and-match", "sha256 differs from the index's")
-        try:
-            shard, bin_envelope = parse_bin(data, path)
-        except FormatError as exc:
-            raise VerificationError(path, "format", f"{exc.field}: {exc.reason}") from None
-        verify_by_key_mgr_keys(bin_envelope, root, path)
-        if shard.bin != bin_name or shard.version != entry.version:
-            raise VerificationError(path, "mix-and-match", "not the bin the index lists")
-        if state is not None:
-            state.check_version(path, shard.version, path)
-        check_not_expired(shard, path, now, skew)
+        shard = verify_bin(
+            session.fetch, root, index, bin_name, index.shards[bin_name], now, skew, state
+        ).bin
         for feedstock, delegation in shard.delegations.items():
             for output in delegation.outputs:
                 owners.exact.setdefault(output, []).append(feedstock)
