@@ -135,7 +135,7 @@ def test_migration_0004_down_and_up(db_url: str) -> None:
     db = Database(db_url)
     try:
         before, after = migrate.upgrade(db)
-        assert before is None and after == migrate.head_revision() == "0004"
+        assert before is None and after == migrate.head_revision() >= "0004"
 
         def columns() -> set[str]:
             with db.connect() as conn:
@@ -156,7 +156,7 @@ def test_migration_0004_down_and_up(db_url: str) -> None:
             command.downgrade(config, "0003")
             conn.commit()
         assert "stage" not in columns()
-        assert migrate.upgrade(db) == ("0003", "0004")
+        assert migrate.upgrade(db) == ("0003", migrate.head_revision())
         assert "stage" in columns()
     finally:
         db.engine.dispose()

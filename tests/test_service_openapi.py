@@ -48,6 +48,14 @@ EXPECTED = {
     ("get", "/v1/admin/signing-events/{event_id}"),
     ("post", "/v1/admin/signing-events/{event_id}/signatures"),
     ("post", "/v1/admin/signing-events/{event_id}/publish"),
+    # Signed overlay channels (signer/service/routers/channels.py)
+    ("get", "/trust/channels/{channel}/{subdir}/{filename}"),
+    ("head", "/trust/channels/{channel}/{subdir}/{filename}"),
+    ("get", "/v1/admin/channels"),
+    ("post", "/v1/admin/channels"),
+    ("get", "/v1/admin/channels/{name}"),
+    ("delete", "/v1/admin/channels/{name}"),
+    ("post", "/v1/admin/channels/{name}/refresh"),
 }
 
 
@@ -172,6 +180,20 @@ def _battery(
         ("post", "/v1/admin/signing-events/999/signatures",
          {"key": "ab" * 32, "signature": {"signature": "00"}}, admin),
         ("post", "/v1/admin/signing-events/999/publish", None, admin),
+        ("post", "/v1/admin/channels", {"name": "oc", "subdirs": [
+            {"subdir": "noarch", "upstream": "ftp://x/noarch/repodata.json"}]}, admin),
+        ("post", "/v1/admin/channels", {"name": "oc", "subdirs": [
+            {"subdir": "noarch", "upstream": "http://127.0.0.1:9/noarch/repodata.json"}]}, admin),
+        ("post", "/v1/admin/channels", {"name": "oc", "subdirs": [
+            {"subdir": "noarch", "upstream": "http://127.0.0.1:9/noarch/repodata.json"}]}, admin),
+        ("get", "/v1/admin/channels", None, admin),
+        ("get", "/v1/admin/channels/oc", None, admin),
+        ("get", "/v1/admin/channels/none", None, admin),
+        ("post", "/v1/admin/channels/oc/refresh", None, admin),
+        ("get", "/trust/channels/oc/noarch/repodata.json", None, None),
+        ("head", "/trust/channels/oc/noarch/repodata.json", None, None),
+        ("get", "/trust/channels/oc/noarch/other.json", None, None),
+        ("delete", "/v1/admin/channels/oc", None, admin),
         ("post", "/v1/attestations", {"feedstock": "none", "artifacts": {
             "a": {"sha256": "", "attestation": {}}}}, None),
         ("post", "/v1/attestations", {"feedstock": "oa"}, None),

@@ -29,16 +29,19 @@ import orjson
 import zstandard
 
 from signer.channel.attestations import AttestationStore
-from signer.channel.document import split_strict
+from signer.channel.document import info_subdir, split_strict
 from signer.channel.gate import Gate
 from signer.channel.sign import ChannelSignResult, sign_channel
 from signer.channel.stages import StagePolicy
 from signer.repodata.document import SplitRepodata
+from signer.trust import layout
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.signing import MessageSigner
 from signer.trust.state import write_atomic
 
 MAX_UPSTREAM = 2 * 1024 * 1024 * 1024 - 1
+# What an overlay subdir publishes: the full repodata, and conda's optional reduced one.
+DOCUMENTS = ("repodata.json", "current_repodata.json")
 _NAME = re.compile(r"\A[a-z0-9][a-z0-9._-]{0,63}\Z")
 _SUBDIR = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,63}\Z")
 
@@ -185,11 +188,21 @@ def refresh_overlay(
     timeout: float = 60.0,
     jobs: int = 1,
     policy: StagePolicy | None = None,
+    document: str = "repodata.json",
 ) -> OverlayResult:
-    """Fetch (conditionally), sign what is attested, publish when the document changed."""
+    """Fetch (conditionally), sign what is attested, publish when the document changed.
+
+    `document`: the file published (`repodata.json`, or `current_repodata.json` from an
+    upstream URL of its own); each has its own state and cache.
+    """
     check_channel_name(name)
     check_subdir(subdir)
-    state = _State(state_dir / name / subdir)
+    if document not in DOCUMENTS:
+        raise FormatError("overlay", "document", f"{document!r}: one of {', '.join(DOCUMENTS)}")
+    place = state_dir / name / subdir
+    if document != "repodata.json":
+        place = place / document.removesuffix(".json")
+    state = _State(place)
     data, etag, modified = fetch_upstream(upstream, state, timeout=timeout)
     changed = data is not None
     if data is not None:
@@ -200,21 +213,24 @@ def refresh_overlay(
         if kept is None:
             raise VerificationError(upstream, "fetch", "not modified, but no copy is kept")
         split = split_strict(kept, upstream)
+    found = info_subdir(split)
+    if found != subdir:  # never publish one subdir's records as another's
+        raise FormatError(upstream, "info.subdir", f"{found!r}, but this is the {subdir} overlay")
     result: ChannelSignResult = sign_channel(
         split, gate, store, keys, mamba_key, unattested="unsigned", jobs=jobs,
-        cache_dir=state_dir / name / subdir, policy=policy,
+        cache_dir=place, policy=policy,
     )  # fmt: skip
-    document = b"".join(_as_v2(split, base_url_of(upstream)).to_pieces(result.signatures))
-    target = publish_root / "channels" / name / subdir / "repodata.json"
+    body = b"".join(_as_v2(split, base_url_of(upstream)).to_pieces(result.signatures))
+    target = publish_root / layout.channel_repodata_path(name, subdir, document)
     try:
-        published = target.read_bytes() != document
+        published = target.read_bytes() != body
     except OSError:
         published = True
     lag = 0.0
     if published:
-        write_atomic(target.with_name("repodata.json.zst"),
-                     zstandard.ZstdCompressor(level=10).compress(document))  # fmt: skip
-        write_atomic(target, document)
+        write_atomic(target.with_name(document + ".zst"),
+                     zstandard.ZstdCompressor(level=10).compress(body))  # fmt: skip
+        write_atomic(target, body)
         lag = max(0.0, time.time() - float(state.meta.get("seen", time.time())))
     return OverlayResult(
         name, subdir, changed, published, result.records, result.signed,

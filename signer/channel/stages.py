@@ -190,8 +190,6 @@ class Owners:
         return known
 
 
-
-
 def walk_owners(session: TrustSession) -> Owners:
     """Every delegation of the repository: the index and each bin verified by the core's
     own rule-3 checks (signatures, rollback, the index's pins, expiry)."""

@@ -79,6 +79,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="check the publish directory against the database this often, to catch up "
         "with other replicas' publications (default 5; 0 = only at start-up and refresh)",
     )
+    serve.add_argument(
+        "--channel-interval",
+        type=float,
+        metavar="SECONDS",
+        help="refresh the signed overlay channels from upstream this often (default 300; "
+        "0 = only on demand and when attestations arrive)",
+    )
     serve.add_argument("--log-level", default="info", choices=("debug", "info", "warning"))
     serve.set_defaults(handler=_service_command(serve_cmd))
 
@@ -160,6 +167,47 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     _add_db_options(refresh)
     refresh.set_defaults(handler=_service_command(refresh_cmd))
 
+    channel = svc_sub.add_parser("channel", help="signed overlay channels (DESIGN.md section 10)")
+    channel_sub = channel.add_subparsers(dest="channel_command", metavar="ACTION", required=True)
+    add = channel_sub.add_parser(
+        "add",
+        help="define a channel: the service signs its attested records and publishes "
+        "channels/NAME/SUBDIR/repodata.json (artifacts stay upstream)",
+    )
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("--subdir", action="append", required=True, metavar="S",
+                     help="a subdir (repeat)")  # fmt: skip
+    add.add_argument(
+        "--upstream",
+        action="append",
+        required=True,
+        metavar="URL",
+        help="upstream's repodata URL per --subdir, in order; or one channel URL for all",
+    )
+    add.add_argument(
+        "--current-upstream",
+        action="append",
+        metavar="URL",
+        help="upstream's current_repodata.json per --subdir (or one channel URL); optional",
+    )
+    _add_db_options(add, publish=False)
+    add.set_defaults(handler=_service_command(channel_add_cmd))
+    listing = channel_sub.add_parser("list", help="the channels, with their last refresh")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_db_options(listing, publish=False)
+    listing.set_defaults(handler=_service_command(channel_list_cmd))
+    remove = channel_sub.add_parser("remove", help="stop signing a channel (files go too)")
+    remove.add_argument("name", metavar="NAME")
+    _add_db_options(remove)
+    remove.set_defaults(handler=_service_command(channel_remove_cmd))
+    now = channel_sub.add_parser(
+        "refresh", help="fetch upstream, sign and publish now (the server does it periodically)"
+    )
+    now.add_argument("name", nargs="?", metavar="NAME", help="one channel (default: all)")
+    now.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_db_options(now)
+    now.set_defaults(handler=_service_command(channel_refresh_cmd))
+
     audit_p = svc_sub.add_parser("audit", help="the audit log")
     audit_sub = audit_p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify = audit_sub.add_parser("verify", help="check the hash chain of the audit log")
@@ -219,6 +267,9 @@ _SERVICE_FLAGS = {
     "database": "--db",
     "database URL": "--db",
     "rate limit": "--rate-limit",
+    "subdir": "--subdir",
+    "upstream": "--upstream",
+    "current upstream": "--current-upstream",
 }
 
 
@@ -237,9 +288,13 @@ def _service_command(handler: Callable[[argparse.Namespace], int]) -> Callable[.
             )
         from sqlalchemy.exc import OperationalError
 
+        from signer.service.errors import ServiceError
+
         try:
             with flags(_SERVICE_FLAGS):
                 return handler(args)
+        except ServiceError as exc:  # the API's 4xx refusals, as one line (exit 2)
+            raise FormatError(f"cf-sign {args.command}", "", exc.detail) from None
         except OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             where = _settings(args).db_url.split("@")[-1]
@@ -315,6 +370,10 @@ def serve_cmd(args: argparse.Namespace) -> int:
         if not args.sync_interval >= 0 or args.sync_interval == float("inf"):
             raise FormatError(str(args.sync_interval), "--sync-interval", "must be >= 0")
         settings = settings.with_overrides(sync_interval=args.sync_interval)
+    if args.channel_interval is not None:
+        if not args.channel_interval >= 0 or args.channel_interval == float("inf"):
+            raise FormatError(str(args.channel_interval), "--channel-interval", "must be >= 0")
+        settings = settings.with_overrides(channel_interval=args.channel_interval)
     if args.trust_cache is not None:
         if args.trust_cache < 0:
             raise FormatError(str(args.trust_cache), "--trust-cache", "must be >= 0")
@@ -477,6 +536,82 @@ def refresh_cmd(args: argparse.Namespace) -> int:
     if not change.published and not written:
         print("nothing to re-sign")
     return 0
+
+
+def channel_add_cmd(args: argparse.Namespace) -> int:
+    from signer.service import channels
+
+    specs = channels.pair_specs(args.subdir, args.upstream, args.current_upstream or ())
+    publisher = _publisher(args)
+    with publisher.change(f"cli ({_user()})") as change:
+        channels.add_channel(change, args.name, specs)
+    for spec in specs:
+        print(f"channel {args.name}/{spec.subdir}: {spec.upstream}")
+    print("the server signs it at its next pass (or: cf-sign service channel refresh)")
+    return 0
+
+
+def channel_list_cmd(args: argparse.Namespace) -> int:
+    from signer.cli.common import emit_json, print_table
+    from signer.service import channels
+
+    with _publisher(args).db.read() as session:
+        views = [channels.view(c) for c in channels.list_channels(session)]
+    if args.json:
+        emit_json({"channels": [v.model_dump() for v in views]})
+        return 0
+    rows = [["CHANNEL", "SUBDIR", "RECORDS", "ATTESTED", "OBSERVED", "COVERAGE", "REFRESHED",
+             "STATUS"]]  # fmt: skip
+    for v in views:
+        for d in v.subdirs:
+            status = f"failing: {d.error}" if d.error else ("ok" if d.refreshed_at else "new")
+            rows.append([v.name, d.subdir, str(d.records), str(d.attested), str(d.observed),
+                         f"{d.coverage:.1%}", d.refreshed_at or "-", status])  # fmt: skip
+    if len(rows) == 1:
+        print("no channels (add one: cf-sign service channel add NAME --subdir S --upstream URL)")
+        return 0
+    print_table(rows)
+    return 0
+
+
+def channel_remove_cmd(args: argparse.Namespace) -> int:
+    from signer.service import channels
+    from signer.service.overlays import OverlaySigner
+
+    publisher = _publisher(args, writes=True)
+    with publisher.change(f"cli ({_user()})") as change:
+        channels.remove_channel(change, args.name)
+    OverlaySigner(publisher.db, publisher).refresh(args.name)  # removes this directory's files
+    print(f"channel {args.name} removed")
+    return 0
+
+
+def channel_refresh_cmd(args: argparse.Namespace) -> int:
+    from signer.cli.common import emit_json, print_table
+    from signer.service import channels
+    from signer.service.overlays import OverlaySigner
+
+    publisher = _publisher(args, writes=True)
+    if args.name is not None:
+        with publisher.db.read() as session:
+            channels.get_channel(session, args.name)  # unknown: one line, exit 2
+    results = OverlaySigner(publisher.db, publisher).refresh(args.name)
+    if args.json:
+        emit_json({"results": [r.model_dump() for r in results]})
+    else:
+        rows = [["CHANNEL", "SUBDIR", "DOCUMENT", "RECORDS", "ATTESTED", "OBSERVED", "UNSIGNED",
+                 "RESULT"]]  # fmt: skip
+        for r in results:
+            outcome = (
+                ("published" if r.published else "unchanged") if r.ok else f"failed: {r.error}"
+            )
+            rows.append([r.channel, r.subdir, r.document, str(r.records), str(r.attested),
+                         str(r.observed), str(r.unattested + r.refused), outcome])  # fmt: skip
+        if len(rows) > 1:
+            print_table(rows)
+        else:
+            print("no channels")
+    return 0 if all(r.ok for r in results) else 1
 
 
 def audit_verify_cmd(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -33,17 +33,20 @@ from signer.service.intake import Intake
 from signer.service.limits import BodyLimit
 from signer.service.metrics import Metrics
 from signer.service.online_keys import OnlineKeys
+from signer.service.overlays import OverlaySigner
 from signer.service.publisher import Publisher
 from signer.service.ratelimit import TokenBuckets
 from signer.service.routers import (
     admin,
     attestations,
+    channels,
     health,
     rollout,
     signing_events,
     trust,
 )
 from signer.service.routers.trust import TrustFastPath
+from signer.trust import layout
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.timefmt import system_clock
 
@@ -56,6 +59,7 @@ ROUTERS = (
     admin.router,
     signing_events.router,
     rollout.router,
+    channels.router,
 )
 
 log = logging.getLogger("cf_sign.service")
@@ -64,7 +68,8 @@ DESCRIPTION = """\
 The cf-sign trust service. Public: the trust repository under `/trust/` (roots, key_mgr,
 pkg_mgr, feedstock delegations, attestations), `/healthz`, `/metrics`. Feedstock CI:
 `POST /v1/attestations` (the signature is the credential). Admins: `/v1/admin/...` with a
-bearer token from `cf-sign service token create --scope admin|registrar`.
+bearer token from `cf-sign service token create --scope admin|registrar`. Signed overlay
+channels: `/trust/channels/<name>/<subdir>/repodata.json`, defined under `/v1/admin/channels`.
 """
 
 
@@ -135,7 +140,15 @@ def build_state(settings: Settings) -> ServiceState:
     intake = Intake(db, publisher, limiter, max_artifacts=settings.max_artifacts)
     files = TrustFiles(db, settings.trust_cache_seconds)
     publisher.listeners.append(files.invalidate)
-    return ServiceState(settings, db, publisher, intake, Metrics(db), files)
+    state = ServiceState(settings, db, publisher, intake, Metrics(db), files,
+                         OverlaySigner(db, publisher))  # fmt: skip
+
+    def attestations_changed(paths: Iterable[str]) -> None:
+        if any(p.startswith(ATTESTATIONS_PREFIX) for p in paths):
+            state.overlay_soon()  # new attestations: the overlays can sign more records
+
+    publisher.listeners.append(attestations_changed)
+    return state
 
 
 async def _refresh_forever(state: ServiceState) -> None:
@@ -152,6 +165,30 @@ async def _refresh_forever(state: ServiceState) -> None:
             pass  # not initialized yet
         except Exception:
             log.exception("periodic refresh failed; retrying at the next interval")
+
+
+# A burst of intakes (or of channel edits) makes one overlay pass, not one each.
+OVERLAY_DEBOUNCE = 2.0
+ATTESTATIONS_PREFIX = layout.ATTESTATIONS_DIR + "/"
+
+
+async def _overlays_forever(state: ServiceState, wake: asyncio.Event) -> None:
+    """Refresh the signed overlay channels every `channel_interval`, and soon after `wake`."""
+    interval = state.settings.channel_interval
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), interval if interval > 0 else None)
+        await asyncio.sleep(OVERLAY_DEBOUNCE)
+        wake.clear()
+        try:
+            results = await run_in_threadpool(state.overlays.refresh)
+            changed = [f"{r.channel}/{r.subdir}/{r.document}" for r in results if r.published]
+            if changed:
+                log.info("overlay channels published %s", changed[:20])
+        except ServiceError:
+            pass  # not initialized yet
+        except Exception:
+            log.exception("overlay refresh failed; retrying at the next interval")
 
 
 # Attestations committed by another replica within this window before the last check are
@@ -194,6 +231,14 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(_startup, state)
         tasks = []
+        loop, wake = asyncio.get_running_loop(), asyncio.Event()
+
+        def overlay_soon() -> None:  # called from request threads
+            loop.call_soon_threadsafe(wake.set)
+
+        state.overlay_soon = overlay_soon
+        wake.set()  # a first pass at start-up
+        tasks.append(asyncio.create_task(_overlays_forever(state, wake)))
         if settings.refresh_interval > 0:
             tasks.append(asyncio.create_task(_refresh_forever(state)))
         if settings.sync_interval > 0:

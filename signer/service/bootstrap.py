@@ -55,9 +55,7 @@ def check_key_mgr_keys(root: Root, keyrefs: Sequence[str]) -> None:
     for ref in keyrefs:
         public = resolve_online_key(ref).public_key_hex
         if public not in allowed:
-            raise FormatError(
-                ref, "key_mgr key", f"not one of root v{root.version}'s key_mgr keys"
-            )
+            raise FormatError(ref, "key_mgr key", f"not one of root v{root.version}'s key_mgr keys")
         seen.add(public)
     if len(seen) < root.key_mgr_keys.threshold:
         raise FormatError(

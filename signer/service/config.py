@@ -23,6 +23,7 @@ ENV_RATE = "CF_SIGN_RATE_LIMIT"  # "RATE/BURST": artifacts per second per feedst
 ENV_REFRESH = "CF_SIGN_REFRESH_INTERVAL"
 ENV_TRUST_CACHE = "CF_SIGN_TRUST_CACHE"
 ENV_SYNC = "CF_SIGN_SYNC_INTERVAL"
+ENV_CHANNELS = "CF_SIGN_CHANNEL_INTERVAL"
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -78,6 +79,9 @@ class Settings:
     # How often this replica checks its publish directory against the database (another
     # replica may have published; 0 = never, only at start-up and refresh).
     sync_interval: float = 5.0
+    # How often the signed overlay channels are refreshed from upstream (0 = only on
+    # demand); a pass also starts soon after attestations arrive or a channel is added.
+    channel_interval: float = 300.0
     # /trust answers are cached per process this long (a publication here drops them at once).
     trust_cache_seconds: float = 1.0
     # Answer /trust in front of FastAPI's routing (off: the documented route answers; the
@@ -128,6 +132,8 @@ def load_settings(
         settings = replace(settings, refresh_interval=_seconds(env, ENV_REFRESH))
     if env.get(ENV_SYNC):
         settings = replace(settings, sync_interval=_seconds(env, ENV_SYNC))
+    if env.get(ENV_CHANNELS):
+        settings = replace(settings, channel_interval=_seconds(env, ENV_CHANNELS))
     if env.get(ENV_TRUST_CACHE):
         settings = replace(settings, trust_cache_seconds=_seconds(env, ENV_TRUST_CACHE))
     return settings
@@ -143,4 +149,5 @@ def export_env(settings: Settings) -> dict[str, str]:
         ENV_REFRESH: str(settings.refresh_interval),
         ENV_TRUST_CACHE: str(settings.trust_cache_seconds),
         ENV_SYNC: str(settings.sync_interval),
+        ENV_CHANNELS: str(settings.channel_interval),
     }

@@ -7,7 +7,7 @@ Routes declare what they need by type: `state: State`, `actor: Registrar` or
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -19,6 +19,7 @@ from signer.service.documents import TrustFiles
 from signer.service.errors import Forbidden, Unauthorized
 from signer.service.intake import Intake
 from signer.service.metrics import Metrics
+from signer.service.overlays import OverlaySigner
 from signer.service.publisher import Publisher
 from signer.service.tokens import authenticate
 
@@ -31,6 +32,9 @@ class ServiceState:
     intake: Intake
     metrics: Metrics
     trust_files: TrustFiles
+    overlays: OverlaySigner
+    # Wakes the overlay loop early (a channel was added, attestations arrived); set by app.py.
+    overlay_soon: Callable[[], None] = field(default=lambda: None)
 
 
 @dataclass(frozen=True)

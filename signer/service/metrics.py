@@ -1,14 +1,18 @@
-"""Prometheus metrics: requests, intake verdicts, publications, and document expiry.
+"""Prometheus metrics: requests, intake verdicts, publications, document expiry, overlays.
 
 Counters are per process (scrape every replica). Document versions and seconds until
 expiry are read from the database at scrape time, so every replica reports the same and
 an alert on `cf_sign_document_expiry_seconds < 7*86400` catches a refresh that stopped.
+The signed overlay channels' figures (coverage, lag, age of the last refresh, failing) are
+read from their rows likewise: `cf_sign_channel_refresh_age_seconds` growing means no
+replica is refreshing, `cf_sign_channel_failing == 1` that the last attempt failed.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
+from datetime import UTC
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -16,7 +20,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import select
 
-from signer.service.db.models import Document
+from signer.service.db.models import Channel, ChannelSubdir, Document
 from signer.service.db.session import Database
 from signer.trust import layout
 from signer.trust.timefmt import parse_time, system_clock
@@ -73,6 +77,70 @@ class DocumentCollector(Collector):
         yield expiry
 
 
+_CHANNEL_GAUGES = (
+    ("records", "Records in the overlay's upstream repodata"),
+    ("attested", "Records signed on a verified attestation"),
+    ("observed", "Records signed without one (their feedstocks are not enforced)"),
+    ("unattested", "Records left unsigned: no attestation, feedstock enforced"),
+    ("refused", "Records left unsigned: the attestation or the record failed a check"),
+    ("coverage", "attested / records"),
+    ("lag_seconds", "Upstream change seen -> signed document published, last time"),
+    ("refresh_age_seconds", "Seconds since the last refresh attempt (any replica)"),
+    ("failing", "1 when the last refresh attempt failed"),
+)
+
+
+class ChannelCollector(Collector):
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gauges = {
+            name: GaugeMetricFamily(f"cf_sign_channel_{name}", text, labels=["channel", "subdir"])
+            for name, text in _CHANNEL_GAUGES
+        }
+        try:
+            with self.db.connect() as conn:
+                rows = list(
+                    conn.execute(
+                        select(Channel.name, ChannelSubdir.subdir, ChannelSubdir.records,
+                               ChannelSubdir.attested, ChannelSubdir.observed,
+                               ChannelSubdir.unattested, ChannelSubdir.refused,
+                               ChannelSubdir.lag_seconds, ChannelSubdir.refreshed_at,
+                               ChannelSubdir.error)
+                        .join(Channel, ChannelSubdir.channel_id == Channel.id)
+                    )
+                )  # fmt: skip
+        except Exception:  # a scrape must not fail because the database is briefly away
+            rows = []
+        now = system_clock()
+        for (
+            channel,
+            subdir,
+            records,
+            attested,
+            observed,
+            unattested,
+            refused,
+            lag,
+            at,
+            error,
+        ) in rows:
+            labels = [channel, subdir]
+            values = {
+                "records": records, "attested": attested, "observed": observed,
+                "unattested": unattested, "refused": refused,
+                "coverage": attested / records if records else 1.0, "lag_seconds": lag,
+                "failing": 1 if error else 0,
+            }  # fmt: skip
+            if at is not None:
+                at = at if at.tzinfo else at.replace(tzinfo=UTC)
+                values["refresh_age_seconds"] = (now - at).total_seconds()
+            for name, value in values.items():
+                gauges[name].add_metric(labels, float(value))
+        yield from gauges.values()
+
+
 class Metrics:
     def __init__(self, db: Database) -> None:
         self.registry = CollectorRegistry()
@@ -99,6 +167,7 @@ class Metrics:
             "cf_sign_publications", "Documents published", registry=self.registry
         )
         self.registry.register(DocumentCollector(db))
+        self.registry.register(ChannelCollector(db))
 
     def middleware(self, app: ASGIApp) -> ASGIApp:
         async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:

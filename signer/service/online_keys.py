@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from signer.keys import KeyHandle, resolve_keyref
 from signer.service.db.models import Setting
 from signer.service.errors import NotInitialized
+from signer.trust.signing import MessageSigner
 
 CONFIG_SETTING = "service_config"
 
@@ -89,6 +90,7 @@ class OnlineKeys:
 
     def __init__(self) -> None:
         self._cache: dict[str, KeyHandle] = {}
+        self._raw: dict[str, MessageSigner] = {}
         self._lock = threading.Lock()
 
     def get(self, keyref: str) -> KeyHandle:
@@ -100,3 +102,16 @@ class OnlineKeys:
 
     def signers(self, keyrefs: tuple[str, ...]) -> list[KeyHandle]:
         return [self.get(ref) for ref in keyrefs]
+
+    def channel_signers(self, keyrefs: tuple[str, ...]) -> list[MessageSigner]:
+        """The same keys as raw repodata signers (channel signing)."""
+        out: list[MessageSigner] = []
+        for ref in keyrefs:
+            with self._lock:
+                signer = self._raw.get(ref)
+            if signer is None:
+                signer = resolve_keyref(ref).channel_signer()
+                with self._lock:
+                    self._raw.setdefault(ref, signer)
+            out.append(signer)
+        return out

@@ -6,12 +6,16 @@ written with temp file, fsync, rename: roots, key_mgr, pkg_mgr, bins, and the in
 then points D at it with one atomic rename of a new link. A web server serving D, or a
 crash at any moment, therefore sees either the previous complete set or the new one, never
 a bin that the index it sits next to does not name. Attestations, one file per artifact
-and never part of a set, live in one shared directory that every snapshot links to.
+and never part of a set, and the signed overlay channels (written by `overlays.py`, each
+document atomically and on its own schedule) live in shared directories that every
+snapshot links to.
 
 Layout (for D = /srv/trust):
     /srv/trust -> .trust.d/snapshots/000042
-    /srv/.trust.d/snapshots/000042/{1.root.json,key_mgr.json,...,attestations -> ../../attestations}
+    /srv/.trust.d/snapshots/000042/{1.root.json,...,attestations -> ../../attestations,
+                                    channels -> ../../channels}
     /srv/.trust.d/attestations/<subdir>/<file>.sig.json
+    /srv/.trust.d/channels/<name>/<subdir>/repodata.json
 
 Callers serialize `publish` (the publication lock) and attestation writes (`attestation_lock`).
 """
@@ -26,9 +30,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from signer.service.faults import crashpoint
+from signer.trust import layout
 from signer.trust.state import write_atomic
 
 ATTESTATIONS = "attestations"
+CHANNELS = layout.CHANNELS_DIR
+SHARED = (ATTESTATIONS, CHANNELS)  # directories outside the snapshots, linked into each
 KEEP_SNAPSHOTS = 3  # the current one and two before it (readers may still be in them)
 
 
@@ -47,6 +54,7 @@ class PublishDir:
         self.store = path.parent / f".{path.name}.d"
         self.snapshots = self.store / "snapshots"
         self.attestations = self.store / ATTESTATIONS
+        self.channels = self.store / CHANNELS
 
     def check_writable(self) -> None:
         """Raise the OSError a publication would meet (read-only or missing parent)."""
@@ -90,7 +98,8 @@ class PublishDir:
             return self.current()
         current = self.current() or self._adopt_plain_directory()
         self.snapshots.mkdir(parents=True, exist_ok=True)
-        self.attestations.mkdir(parents=True, exist_ok=True)
+        for shared in SHARED:
+            (self.store / shared).mkdir(parents=True, exist_ok=True)
         names = sorted(p.name for p in self.snapshots.iterdir() if p.name.isdigit())
         number = int(names[-1]) + 1 if names else 1
         target = self.snapshots / f"{number:06d}"
@@ -104,7 +113,8 @@ class PublishDir:
             if i == 1:
                 crashpoint("publish.mid-snapshot")
             write_atomic(staging / relpath, files[relpath])
-        (staging / ATTESTATIONS).symlink_to(Path("..") / ".." / ATTESTATIONS)
+        for shared in SHARED:
+            (staging / shared).symlink_to(Path("..") / ".." / shared)
         for directory in {staging} | {(staging / p).parent for p in files}:
             _fsync_dir(directory)
         os.replace(staging, target)
@@ -136,6 +146,20 @@ class PublishDir:
         for old in snapshots[:-KEEP_SNAPSHOTS]:
             if old != keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+    def link_channels(self) -> None:
+        """The shared `channels/` home, linked into the current snapshot if it predates it
+        (a snapshot made before overlays existed); later snapshots are made with the link."""
+        self.channels.mkdir(parents=True, exist_ok=True)
+        current = self.current()
+        if current is None or not current.is_dir():
+            return
+        link = current / CHANNELS
+        if not link.is_symlink() and not link.exists():
+            temp = current / f".{CHANNELS}.link-{os.getpid()}"
+            temp.unlink(missing_ok=True)
+            temp.symlink_to(Path("..") / ".." / CHANNELS)
+            os.replace(temp, link)
 
     @contextmanager
     def attestation_lock(self) -> Iterator[None]:

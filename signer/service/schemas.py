@@ -194,6 +194,72 @@ class PkgMgrKeys(Strict):
     threshold: int = Field(default=1, ge=1, le=8)
 
 
+# ----------------------------------------------------------------------------- channels
+
+
+class ChannelSubdirSpec(Strict):
+    subdir: str = Field(min_length=1, max_length=64, description="e.g. linux-64, noarch")
+    upstream: str = Field(
+        min_length=1, max_length=2048, description="upstream's repodata URL (.json or .json.zst)"
+    )
+    current_upstream: str | None = Field(
+        default=None, max_length=2048, description="upstream's current_repodata.json (optional)"
+    )
+
+
+class ChannelCreate(Strict):
+    name: str = Field(min_length=1, max_length=64, description="published as channels/<name>/")
+    subdirs: list[ChannelSubdirSpec] = Field(min_length=1, max_length=64)
+
+
+class ChannelSubdirView(BaseModel):
+    subdir: str
+    upstream: str
+    current_upstream: str | None
+    refreshed_at: str | None = Field(description="last refresh (UTC), by any replica")
+    published_at: str | None = Field(description="last time the signed document changed")
+    records: int
+    attested: int = Field(description="signed on a verified attestation")
+    observed: int = Field(description="signed without one (feedstock in off/observe)")
+    unattested: int
+    refused: int
+    coverage: float = Field(description="attested / records (1.0 for an empty subdir)")
+    lag_seconds: float = Field(description="upstream change seen -> published, last time")
+    error: str | None = Field(description="why the last refresh failed (null: it did not)")
+
+
+class ChannelView(BaseModel):
+    name: str
+    created_at: str
+    created_by: str
+    subdirs: list[ChannelSubdirView]
+
+
+class ChannelList(BaseModel):
+    channels: list[ChannelView]
+
+
+class ChannelRefresh(BaseModel):
+    channel: str
+    subdir: str
+    document: str
+    ok: bool
+    published: bool = False
+    upstream_changed: bool = False
+    records: int = 0
+    attested: int = 0
+    observed: int = 0
+    unattested: int = 0
+    refused: int = 0
+    cached: int = 0
+    coverage: float = 0.0
+    error: str | None = None
+
+
+class ChannelRefreshResult(BaseModel):
+    results: list[ChannelRefresh]
+
+
 # ----------------------------------------------------------------------------- health
 
 

@@ -14,6 +14,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Integer,
     LargeBinary,
@@ -157,3 +158,47 @@ class AuditEntry(Base):
     detail: Mapped[str] = mapped_column(Text)  # canonical JSON
     prev_hash: Mapped[str] = mapped_column(String(64))
     entry_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class Channel(Base):
+    """A signed overlay channel (section 10): the service signs its attested records and
+    publishes `channels/<name>/<subdir>/repodata.json`; the artifacts stay upstream."""
+
+    __tablename__ = "channels"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_by: Mapped[str] = mapped_column(String(256))
+
+    subdirs: Mapped[list[ChannelSubdir]] = relationship(
+        back_populates="channel",
+        cascade="all, delete-orphan",
+        lazy="selectin",
+        order_by="ChannelSubdir.subdir",
+    )
+
+
+class ChannelSubdir(Base):
+    """One subdir of an overlay: its upstream repodata URL(s) and the last refresh's figures
+    (written by whichever replica refreshed last; `/metrics` reports them)."""
+
+    __tablename__ = "channel_subdirs"
+
+    channel_id: Mapped[int] = mapped_column(
+        ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True
+    )
+    subdir: Mapped[str] = mapped_column(String(64), primary_key=True)
+    upstream: Mapped[str] = mapped_column(String(2048))
+    current_upstream: Mapped[str | None] = mapped_column(String(2048), nullable=True)
+    refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    records: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    attested: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    observed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    unattested: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    refused: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    lag_seconds: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+    channel: Mapped[Channel] = relationship(back_populates="subdirs")

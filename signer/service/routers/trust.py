@@ -11,23 +11,35 @@ as plain ASGI in front of FastAPI, from a small per-process cache. An entry live
 over it; another replica's publication is therefore served here within that second. The
 FastAPI route below documents the endpoint in the OpenAPI schema and answers identically
 (it is what runs when the fast path is off).
+
+Signed overlay channels (`/trust/channels/<name>/<subdir>/<document>`) are the exception:
+large, made by each replica from upstream (overlays.py), they are served from this
+replica's publish directory, streamed, with an ETag of the file's identity (a new document
+is always a new file, renamed into place).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
+import hashlib
+import os
+from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from signer.channel.overlay import DOCUMENTS, check_channel_name, check_subdir
 from signer.service.deps import State
-from signer.service.documents import Found, TrustFiles
+from signer.service.documents import MUTABLE, Found, TrustFiles
 from signer.service.schemas import ErrorBody
+from signer.trust.errors import FormatError
 
 router = APIRouter(tags=["trust repository (public)"])
 
 PREFIX = "/trust/"
+CHANNELS_PREFIX = "/trust/channels/"
+CHANNEL_FILES = frozenset(DOCUMENTS) | {d + ".zst" for d in DOCUMENTS}
 
 
 def answer(
@@ -72,7 +84,12 @@ class TrustFastPath:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path: str = scope.get("path", "")
         method = scope.get("method")
-        if scope["type"] != "http" or not path.startswith(PREFIX) or method not in ("GET", "HEAD"):
+        if (
+            scope["type"] != "http"
+            or not path.startswith(PREFIX)
+            or path.startswith(CHANNELS_PREFIX)  # files on disk: the route below streams them
+            or method not in ("GET", "HEAD")
+        ):
             await self.app(scope, receive, send)
             return
         rel = path[len(PREFIX) :]
@@ -103,6 +120,64 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     304: {"description": "Not modified (If-None-Match matched the ETag)"},
     404: {"model": ErrorBody, "description": "No such document"},
 }
+
+
+_CHANNEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The signed overlay document (repodata v2, artifacts upstream)"},
+    304: {"description": "Not modified (If-None-Match matched the ETag)"},
+    404: {"model": ErrorBody, "description": "No such channel, subdir or document"},
+}
+
+
+@router.head(
+    "/trust/channels/{channel}/{subdir}/{filename}",
+    summary="A signed overlay channel's repodata (headers only)",
+    response_class=Response,
+    responses=_CHANNEL_RESPONSES,
+    operation_id="head_channel_file",
+)
+@router.get(
+    "/trust/channels/{channel}/{subdir}/{filename}",
+    summary="A signed overlay channel's repodata",
+    response_class=Response,
+    responses=_CHANNEL_RESPONSES,
+    operation_id="get_channel_file",
+)
+def channel_file(
+    channel: str, subdir: str, filename: str, request: Request, state: State
+) -> Response:
+    rel = f"channels/{channel}/{subdir}/{filename}"
+    try:
+        check_channel_name(channel)
+        check_subdir(subdir)
+        if filename not in CHANNEL_FILES:
+            raise FormatError(rel, "filename", "not an overlay document")
+        # Opened first, then described: a document renamed over it meanwhile is not mixed in.
+        fd = os.open(state.publisher.files.channels / channel / subdir / filename, os.O_RDONLY)
+    except (FormatError, OSError):
+        status, headers, body = answer(rel, None, "GET", None)
+        return Response(body, status_code=status, headers=headers)
+    handle = os.fdopen(fd, "rb")
+    st = os.fstat(fd)
+    identity = f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}".encode()
+    etag = f'"{hashlib.sha256(identity).hexdigest()[:32]}"'
+    headers = {"etag": etag, "cache-control": MUTABLE, "content-length": str(st.st_size)}
+    media = "application/json" if filename.endswith(".json") else "application/zstd"
+    wanted = request.headers.get("if-none-match")
+    if wanted is not None and etag in {m.strip() for m in wanted.split(",")}:
+        handle.close()
+        del headers["content-length"]
+        return Response(status_code=304, headers=headers)
+    if request.method == "HEAD":
+        handle.close()
+        return Response(status_code=200, headers=headers, media_type=media)
+
+    def chunks() -> Iterator[bytes]:
+        with handle:
+            while block := handle.read(1024 * 1024):
+                yield block
+
+    return StreamingResponse(chunks(), headers=headers, media_type=media)
 
 
 # GET and HEAD as two routes, so each has its own operation id in the OpenAPI document.
