@@ -303,6 +303,35 @@ def test_channel_definitions_are_checked_and_removal_unpublishes(
     assert actions[-2:] == ["channel.add", "channel.remove"], actions
 
 
+def test_current_repodata_is_signed_beside_the_full_repodata(
+    world: World, upstream: tuple[Upstream, str, Any]
+) -> None:
+    up, url, _ = upstream
+    server = world.server("--channel-interval", "0")
+    keyref = _register(world, server, "numpy", ["numpy"])
+    numpy = up.build("numpy", "linux-64")
+    _attest(server, "numpy", keyref, numpy)
+    up.index("linux-64", "noarch")
+    for subdir in ("linux-64", "noarch"):
+        shutil.copy(up.root / subdir / "repodata.json", up.root / subdir / "current_repodata.json")
+    code, out, err = run_cli(
+        "service", "channel", "add", CHANNEL, "--db", world.db_url, "--subdir", "linux-64",
+        "--upstream", f"{url}/linux-64/repodata.json",
+        "--current-upstream", f"{url}/linux-64/current_repodata.json",
+    )  # fmt: skip
+    assert code == 0, out + err
+    results = _refresh(world, server)
+    assert set(results) == {("linux-64", "repodata.json"), ("linux-64", "current_repodata.json")}
+    current = results[("linux-64", "current_repodata.json")]
+    assert current["ok"] and current["attested"] == 1, current
+    base = f"{server.url}/trust/channels/{CHANNEL}"
+    doc = httpx.get(f"{base}/linux-64/current_repodata.json").json()
+    assert _signers(doc, numpy.name) and doc["info"]["base_url"] == f"{url}/linux-64"
+    # No noarch subdir was defined: conda still finds an (empty) noarch/repodata.json.
+    noarch = httpx.get(f"{base}/noarch/repodata.json")
+    assert noarch.status_code == 200 and noarch.json()["packages"] == {}
+
+
 def test_migration_0005_down_and_up(db_url: str) -> None:
     from alembic import command
     from sqlalchemy import inspect
