@@ -371,3 +371,40 @@ def test_a_snapshot_made_before_overlays_gets_the_channels_link(tmp_path: Path) 
     (files.channels / "c").mkdir()
     assert (tmp_path / "trust" / "channels" / "c").is_dir()
     shutil.rmtree(files.channels / "c")
+
+
+def test_overlay_documents_reach_blob_storage(
+    upstream: tuple[Upstream, str, Any], tmp_path: Path
+) -> None:
+    """With `--publish-to azblob://...` (Azurite, the real azure-storage-blob), each signed
+    overlay document is also written to the container, byte for byte as served."""
+    from azurite import ACCOUNT, connection_string, running_azurite
+    from test_feedstock_support import environ
+    from test_service_support import database_for, make_world
+
+    from signer.storage import BlobTarget
+
+    up, url, _ = upstream
+    world = make_world(tmp_path / "w", database_for("sqlite", tmp_path))
+    with running_azurite(tmp_path / "az") as port, environ(
+        {"AZURE_STORAGE_CONNECTION_STRING": connection_string(port)}
+    ):
+        blob = f"azblob://{ACCOUNT}/trust"
+        server = world.server("--channel-interval", "0", "--publish-to", blob)
+        try:
+            keyref = _register(world, server, "numpy", ["numpy"])
+            numpy = up.build("numpy", "linux-64")
+            _attest(server, "numpy", keyref, numpy)
+            up.index("linux-64", "noarch")
+            _add(world, url)
+            assert all(r["ok"] for r in _refresh(world, server).values())
+            target = BlobTarget(blob)
+            for subdir in ("linux-64", "noarch"):
+                path = f"channels/{CHANNEL}/{subdir}/repodata.json"
+                served = httpx.get(f"{server.url}/trust/{path}").content
+                assert target.read(path) == served, path
+                assert target.read(path + ".zst") is not None
+            assert _signers(json.loads(target.read(f"channels/{CHANNEL}/linux-64/repodata.json")
+                                       or b"{}"), numpy.name)  # fmt: skip
+        finally:
+            server.stop()
