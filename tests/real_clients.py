@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NamedTuple, NoReturn
 
 import pytest
 
@@ -94,3 +96,57 @@ def conda_env(base: Path, condarc: Path) -> dict[str, str]:
             "HOME": str(base / "home"), "XDG_CONFIG_HOME": str(base / "home" / ".config"),
             "PYTHONNOUSERSITE": "1", "NO_COLOR": "1"}  # fmt: skip
 
+
+
+# conda's plan line: "  name   channel/subdir::name-version-build (package metadata is X)"
+PLAN_LINE = re.compile(r"^\s+(\S+)\s+\S+::(\S+)(?: \((.+)\))?$", re.M)
+TRUSTED = "package metadata is TRUSTED"
+UNTRUSTED = "package metadata is UNTRUSTED"
+
+
+class Plan(NamedTuple):
+    code: int
+    out: str  # stdout and stderr
+    marks: dict[str, str]  # package -> its trust mark ("" when conda printed none)
+    prefix: Path
+
+
+class Conda:
+    """A real conda with conda-content-trust, its own prefix (own etc/conda/ holding the
+    trusted root), condarc and package caches, installing from one channel."""
+
+    def __init__(self, base: Path, trusted_root: Path, channel: str, signing_url: str,
+                 *, root_name: str | None = None) -> None:  # fmt: skip
+        self.base, self.channel = base, channel
+        self.python = conda_overlay(base / "venv", conda_cct_venv())
+        self.av_data_dir = base / "venv" / "etc" / "conda"
+        shutil.copy(trusted_root, self.av_data_dir / (root_name or trusted_root.name))
+        self.condarc = base / "condarc"
+        self.condarc.write_text(
+            "extra_safety_checks: true\n"
+            f"signing_metadata_url_base: {signing_url}\n"
+            "number_channel_notices: 0\n"
+            "notify_outdated_conda: false\n"
+        )
+        self.runs = 0
+
+    def create(self, *specs: str, dry_run: bool = False) -> Plan:
+        """`conda create` into a new prefix, with a fresh package cache (so conda reads the
+        channel's repodata again)."""
+        self.runs += 1
+        env = conda_env(self.base, self.condarc)
+        env["CONDA_PKGS_DIRS"] = str(self.base / f"pkgs-{self.runs}")
+        prefix = self.base / f"env-{self.runs}"
+        proc = subprocess.run(
+            [str(self.python), "-m", "conda", "create", *(["--dry-run"] if dry_run else []),
+             "--yes", "-p", str(prefix), "--override-channels", "-c", self.channel,
+             "--solver", "classic", "--repodata-fn", "repodata.json", *specs],
+            capture_output=True, text=True, env=env, timeout=600,
+        )  # fmt: skip
+        marks = {m.group(1): m.group(3) or "" for m in PLAN_LINE.finditer(proc.stdout)}
+        return Plan(proc.returncode, proc.stdout + proc.stderr, marks, prefix)
+
+    def dry_run(self, *specs: str) -> tuple[str, dict[str, str]]:
+        """conda create --dry-run: its output and {package: its trust mark}."""
+        plan = self.create(*specs, dry_run=True)
+        return plan.out, plan.marks

@@ -12,15 +12,14 @@ Needs CF_SIGN_CONDA_CCT_VENV; skips without it, fails when CF_SIGN_REQUIRE_REAL_
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from functools import partial
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 from threading import Thread
 
-from test_channel_overlay_conda import PLAN_LINE, _conda_venv, _own_conda, _Quiet
+from real_clients import TRUSTED, Conda, conda_cct_venv
+from test_channel_overlay_conda import _Quiet
 from test_feedstock_support import make_world
 from test_mirror_support import serve
 
@@ -36,7 +35,7 @@ SUBDIR = "linux-64"
 
 
 def test_conda_trusts_observed_records_until_enforced(tmp_path: Path) -> None:
-    venv = _conda_venv()
+    conda_cct_venv()  # skip (or fail, when required) before building anything
     world = make_world(tmp_path)
     upstream = world.base / "upstream"
     numpy = build_package(upstream / SUBDIR, "numpy", "1.0", "h0_0", subdir=SUBDIR)
@@ -62,16 +61,8 @@ def test_conda_trusts_observed_records_until_enforced(tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Quiet, directory=str(publish)))
     Thread(target=server.serve_forever, daemon=True).start()
     overlay_url = f"http://127.0.0.1:{server.server_address[1]}/channels/staged"
-    base = world.base / "conda"
-    python = _own_conda(base / "venv", venv)
-    shutil.copy(world.root, base / "venv" / "etc" / "conda" / "1.root.json")
-    condarc = base / "condarc"
-    condarc.write_text("extra_safety_checks: true\n"
-                       f"signing_metadata_url_base: {overlay_url}\n"
-                       "number_channel_notices: 0\nnotify_outdated_conda: false\n")  # fmt: skip
-    keep = {k: v for k, v in os.environ.items() if not k.startswith(("CONDA", "PYTHON"))}
-    env = {**keep, "CONDARC": str(condarc), "CONDA_PKGS_DIRS": str(base / "pkgs"),
-           "HOME": str(base / "home"), "PYTHONNOUSERSITE": "1", "NO_COLOR": "1"}  # fmt: skip
+    conda = Conda(world.base / "conda", world.root, overlay_url, overlay_url,
+                  root_name="1.root.json")  # fmt: skip
 
     def refresh(upstream_url: str) -> None:
         for subdir in (SUBDIR, "noarch"):
@@ -85,32 +76,24 @@ def test_conda_trusts_observed_records_until_enforced(tmp_path: Path) -> None:
         for name in ("1.root.json", "key_mgr.json", "pkg_mgr.json"):
             shutil.copy(world.trust / name, overlay / name)
 
-    def plan(run: int) -> tuple[dict[str, str], str]:
-        proc = subprocess.run(
-            [str(python), "-m", "conda", "create", "--yes", "-p", str(base / f"env{run}"),
-             "--override-channels", "-c", overlay_url, "--solver", "classic",
-             "--repodata-fn", "repodata.json", "numpy", "libllvm-extra"],
-            capture_output=True, text=True, env=env, timeout=600,
-        )  # fmt: skip
-        out = proc.stdout + proc.stderr
-        assert proc.returncode == 0, out
-        return {m.group(1): m.group(3) or "" for m in PLAN_LINE.finditer(proc.stdout)}, out
+    def plan() -> tuple[dict[str, str], str]:
+        result = conda.create("numpy", "libllvm-extra")
+        assert result.code == 0, result.out
+        return result.marks, result.out
 
-    trusted = "package metadata is TRUSTED"
     try:
         with serve(upstream) as (upstream_url, _faults):
             set_stage("observe")
             refresh(upstream_url)
-            marks, out = plan(1)
-            assert marks.get("numpy") == trusted, out
-            assert marks.get("libllvm-extra") == trusted, out  # observed: signed
+            marks, out = plan()
+            assert marks.get("numpy") == TRUSTED, out
+            assert marks.get("libllvm-extra") == TRUSTED, out  # observed: signed
 
             set_stage("enforce")
             refresh(upstream_url)
-            shutil.rmtree(base / "pkgs", ignore_errors=True)  # no cached repodata/packages
-            marks, out = plan(2)
-            assert marks.get("numpy") == trusted, out  # control
-            assert "libllvm-extra" in marks and marks["libllvm-extra"] != trusted, out
+            marks, out = plan()
+            assert marks.get("numpy") == TRUSTED, out  # control
+            assert "libllvm-extra" in marks and marks["libllvm-extra"] != TRUSTED, out
     finally:
         server.shutdown()
         server.server_close()

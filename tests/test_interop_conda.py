@@ -10,9 +10,7 @@ in `sys.prefix/etc/conda/` (conda's `av_data_dir`). conda marks each package of 
 from __future__ import annotations
 
 import json
-import re
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,12 +19,10 @@ import pytest
 from signer.artifacts.build import build_package
 from signer.devrepo import DevTrustRepo
 from tests.conftest import CliResult
-from tests.real_clients import conda_cct_venv, conda_env, conda_overlay
+from tests.real_clients import Conda, conda_cct_venv
 
 Cli = Callable[..., CliResult]
 TRUST_FILES = ("1.root.json", "key_mgr.json", "pkg_mgr.json")
-# conda's plan line: "  name   channel/subdir::name-version-build (package metadata is X)"
-PLAN_LINE = re.compile(r"^\s+(\S+)\s+\S+::(\S+)(?: \((.+)\))?$", re.M)
 
 
 @pytest.fixture(autouse=True)
@@ -59,45 +55,11 @@ def make_channel(cli: Cli, repo: DevTrustRepo, base: Path) -> tuple[Path, dict[s
     return channel, packages
 
 
-class Conda:
-    """A real conda with its own prefix (own etc/conda/), condarc and package caches."""
-
-    def __init__(self, base: Path, channel: Path, trusted_root: Path) -> None:
-        self.base = base
-        self.channel = channel
-        self.python = conda_overlay(base / "venv", conda_cct_venv())
-        self.av_data_dir = base / "venv" / "etc" / "conda"
-        shutil.copy(trusted_root, self.av_data_dir / trusted_root.name)
-        self.condarc = base / "condarc"
-        self.condarc.write_text(
-            "extra_safety_checks: true\n"
-            f"signing_metadata_url_base: {channel.as_uri()}\n"
-            "number_channel_notices: 0\n"
-            "notify_outdated_conda: false\n"
-        )
-        self.runs = 0
-
-    def dry_run(self, *specs: str) -> tuple[str, dict[str, str]]:
-        """conda create --dry-run: its output and {package: its trust mark}."""
-        self.runs += 1  # a fresh package cache: conda re-reads the changed repodata
-        env = conda_env(self.base, self.condarc)
-        env["CONDA_PKGS_DIRS"] = str(self.base / f"pkgs-{self.runs}")
-        proc = subprocess.run(
-            [str(self.python), "-m", "conda", "create", "--dry-run", "--yes",
-             "-p", str(self.base / "env"), "--override-channels", "-c", self.channel.as_uri(),
-             "--solver", "classic", "--repodata-fn", "repodata.json", *specs],
-            capture_output=True, text=True, env=env, timeout=600,
-        )  # fmt: skip
-        out = proc.stdout + proc.stderr
-        marks = {m.group(1): m.group(3) or "" for m in PLAN_LINE.finditer(proc.stdout)}
-        return out, marks
-
-
 def test_conda_trusts_every_package_of_a_cf_sign_channel(
     cli: Cli, dev_repo: DevTrustRepo, tmp_path: Path
 ) -> None:
     channel, packages = make_channel(cli, dev_repo, tmp_path)
-    conda = Conda(tmp_path / "conda", channel, dev_repo.root_file)
+    conda = Conda(tmp_path / "conda", dev_repo.root_file, channel.as_uri(), channel.as_uri())
     out, marks = conda.dry_run("demo-app")
     assert set(marks) == set(packages), out
     assert all(mark == "package metadata is TRUSTED" for mark in marks.values()), out
@@ -141,7 +103,7 @@ def test_conda_follows_a_cf_sign_root_rotation(
 ) -> None:
     channel, packages = make_channel(cli, dev_repo, tmp_path)
     _rotation(cli, dev_repo, channel, tmp_path, ["root1", "root3"])
-    conda = Conda(tmp_path / "conda", channel, dev_repo.root_file)
+    conda = Conda(tmp_path / "conda", dev_repo.root_file, channel.as_uri(), channel.as_uri())
     out, marks = conda.dry_run("demo-app")
     # Only root 2 delegates to the key that now signs key_mgr.json: TRUSTED means conda
     # walked 1 -> 2, and it keeps root 2 as its trusted root from now on.
@@ -156,7 +118,7 @@ def test_conda_refuses_a_rotation_short_of_the_threshold(
 ) -> None:
     channel, _ = make_channel(cli, dev_repo, tmp_path)
     _rotation(cli, dev_repo, channel, tmp_path, ["root1"])  # 1 of the 2 signatures needed
-    conda = Conda(tmp_path / "conda", channel, dev_repo.root_file)
+    conda = Conda(tmp_path / "conda", dev_repo.root_file, channel.as_uri(), channel.as_uri())
     out, _ = conda.dry_run("demo-app")
     assert not (conda.av_data_dir / "2.root.json").exists(), out
     # Still on root 1, conda cannot verify the new key_mgr: conda-content-trust raises
@@ -179,7 +141,7 @@ def test_conda_counts_co_signatures_toward_a_threshold_of_two(
         signed = cli("repodata", "sign", repodata, "--key", keys["conda1"],
                      "--mamba-key", keys["mamba1"], "--drop-other-signatures")  # fmt: skip
         assert signed.code == 0, signed.err
-    conda = Conda(tmp_path / "conda", channel, dev_repo.root_file)
+    conda = Conda(tmp_path / "conda", dev_repo.root_file, channel.as_uri(), channel.as_uri())
     out, marks = conda.dry_run("demo-app")
     assert set(marks) == set(packages), out
     assert all(mark == "package metadata is UNTRUSTED" for mark in marks.values()), out

@@ -13,23 +13,18 @@ test skips without its client, and fails instead when CF_SIGN_REQUIRE_REAL_CLIEN
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from real_clients import conda_cct_venv, conda_env, conda_overlay, libmamba_judge, run_judge
+from real_clients import TRUSTED, Conda, conda_cct_venv, libmamba_judge, run_judge
 from test_mirror_support import serve
 from test_service_channels import CHANNEL, Upstream, _add, _attest, _refresh, _register
 from test_service_support import Server, World, database_for, make_world
 
 from signer.artifacts.build import build_package
-
-PLAN_LINE = re.compile(r"^\s+(\S+)\s+\S+::(\S+)(?: \((.+)\))?$", re.M)
 
 
 @pytest.fixture
@@ -60,34 +55,19 @@ def overlay(tmp_path: Path) -> Iterator[tuple[World, Server, str, Any]]:
 def test_conda_installs_from_the_service_overlay_with_trusted_metadata(
     overlay: tuple[World, Server, str, Any], tmp_path: Path
 ) -> None:
-    venv = conda_cct_venv()
+    conda_cct_venv()  # skip (or fail, when required) before anything else
     world, server, _, faults = overlay
-    base = tmp_path / "conda"
-    python = conda_overlay(base / "venv", venv)
-    shutil.copy(world.repo.root_file, base / "venv" / "etc" / "conda" / "1.root.json")
-    condarc = base / "condarc"
-    condarc.write_text(
-        "extra_safety_checks: true\n"
-        f"signing_metadata_url_base: {server.url}/trust\n"
-        "number_channel_notices: 0\nnotify_outdated_conda: false\n"
-    )
-    channel_url = f"{server.url}/trust/channels/{CHANNEL}"
-    proc = subprocess.run(
-        [str(python), "-m", "conda", "create", "--yes", "-p", str(base / "env"),
-         "--override-channels", "-c", channel_url, "--solver", "classic",
-         "numpy", "stray"],
-        capture_output=True, text=True, env=conda_env(base, condarc), timeout=600,
-    )  # fmt: skip
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
-    marks = {m.group(1): m.group(3) or "" for m in PLAN_LINE.finditer(proc.stdout)}
-    assert marks.get("numpy") == "package metadata is TRUSTED", out
-    assert marks.get("libnumpy-core") == "package metadata is TRUSTED", out
-    assert "stray" in marks and marks["stray"] != "package metadata is TRUSTED", out
+    conda = Conda(tmp_path / "conda", world.repo.root_file,
+                  f"{server.url}/trust/channels/{CHANNEL}", f"{server.url}/trust")  # fmt: skip
+    plan = conda.create("numpy", "stray")
+    assert plan.code == 0, plan.out
+    assert plan.marks.get("numpy") == TRUSTED, plan.out
+    assert plan.marks.get("libnumpy-core") == TRUSTED, plan.out
+    assert "stray" in plan.marks and plan.marks["stray"] != TRUSTED, plan.out
     fetched = {path for path, _ in faults.requests}
     assert "linux-64/numpy-1.0-h0_0.conda" in fetched  # from upstream, by info.base_url
     assert "noarch/libnumpy-core-1.0-h0_0.conda" in fetched
-    installed = {p.name for p in (base / "env" / "conda-meta").iterdir()}
+    installed = {p.name for p in (plan.prefix / "conda-meta").iterdir()}
     assert any(name.startswith("numpy-1.0-h0_0") for name in installed), installed
 
 

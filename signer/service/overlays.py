@@ -22,18 +22,15 @@ so the next pass re-signs every record with the new keys. New attestations are p
 by the next pass (the server runs one soon after an intake stores any).
 
 Each replica signs and serves its own overlay (ed25519 signatures are deterministic, so
-replicas that saw the same upstream publish the same bytes); a lock file serializes passes
-on one publish directory. Losing the state costs a full fetch and re-sign, nothing else.
+replicas that saw the same upstream publish the same bytes); the publish directory's
+`channels` lock serializes passes on it. Losing the state costs a full fetch and re-sign,
+nothing else.
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -92,16 +89,6 @@ class OverlaySigner:
         self.home = publisher.files.store  # channels/ and overlay-state/ live here
         self.channels_dir = self.home / CHANNELS
 
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.home.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.home / "channels.lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
-
     def _targets(self, name: str | None) -> tuple[list[_Target], set[str], set[str]]:
         """(documents to refresh, channels defined, channels without a noarch subdir)."""
         with self.db.read() as session:
@@ -138,7 +125,7 @@ class OverlaySigner:
         """One pass over every channel (or `name`'s); each document's outcome."""
         targets, defined, without_noarch = self._targets(name)
         if not targets:
-            with self._lock():
+            with self.publisher.files.lock(CHANNELS):
                 self._remove_undefined(defined)
             return []
         with self.db.read() as session:
@@ -149,7 +136,7 @@ class OverlaySigner:
         conda_keys, mamba_key = split_profiles(
             self.publisher.keys.channel_signers(config.pkg_mgr_keyrefs)
         )
-        with self._lock():
+        with self.publisher.files.lock(CHANNELS):
             self.publisher.files.link_channels()
             self._remove_undefined(defined)
             gate = Gate(trust)

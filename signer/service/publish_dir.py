@@ -26,7 +26,7 @@ import fcntl
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from signer.service.faults import crashpoint
@@ -162,15 +162,19 @@ class PublishDir:
             os.replace(temp, link)
 
     @contextmanager
-    def attestation_lock(self) -> Iterator[None]:
-        """Serializes attestation writes to this directory across processes."""
+    def lock(self, name: str) -> Iterator[None]:
+        """An exclusive lock on this directory's `name` across processes (a lock file)."""
         self.store.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.store / "attestations.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(self.store / f"{name}.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
         finally:
             os.close(fd)
+
+    def attestation_lock(self) -> AbstractContextManager[None]:
+        """Serializes attestation writes to this directory across processes."""
+        return self.lock(ATTESTATIONS)
 
     def _attestation(self, relpath: str) -> Path:
         return self.attestations / relpath.removeprefix(ATTESTATIONS + "/")

@@ -31,6 +31,21 @@ class ErrorBody(BaseModel):
     )
 
 
+Responses = dict[int | str, dict[str, Any]]
+_AUTH_ERRORS = {
+    401: "Missing, invalid or revoked token",
+    403: "The token lacks the scope",
+    422: "Malformed request",
+}
+
+
+def error_responses(errors: dict[int, str], *, auth: bool = True) -> Responses:
+    """The `responses=` of a route: each status with its JSON error body and description
+    (with `auth`, also 401, 403 and 422 of a token-protected route)."""
+    described = {**(_AUTH_ERRORS if auth else {}), **errors}
+    return {code: {"model": ErrorBody, "description": text} for code, text in described.items()}
+
+
 # ----------------------------------------------------------------------------- attestations
 
 

@@ -37,22 +37,20 @@ from signer.service.schemas import (
     RefreshRequest,
     RootPublish,
     WithdrawnView,
+    error_responses,
 )
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
-_AUTH: dict[int | str, dict[str, Any]] = {
-    401: {"model": ErrorBody, "description": "Missing, invalid or revoked token"},
-    403: {"model": ErrorBody, "description": "The token lacks the scope"},
-    422: {"model": ErrorBody, "description": "Malformed request"},
-}
-_FEEDSTOCK = {
-    **_AUTH,
-    400: {"model": ErrorBody, "description": "Invalid name, key or threshold"},
-    404: {"model": ErrorBody, "description": "Unknown feedstock or key"},
-    409: {"model": ErrorBody, "description": "Conflicts with the registry"},
-    413: {"model": ErrorBody, "description": "Request too large"},
-}
+_AUTH = error_responses({})
+_FEEDSTOCK = error_responses(
+    {
+        400: "Invalid name, key or threshold",
+        404: "Unknown feedstock or key",
+        409: "Conflicts with the registry",
+        413: "Request too large",
+    }
+)
 
 
 def _published(change: Change) -> dict[str, Any]:

@@ -6,8 +6,6 @@ documents themselves are public, under `/trust/channels/<name>/<subdir>/`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from signer.service import channels
@@ -18,19 +16,18 @@ from signer.service.schemas import (
     ChannelList,
     ChannelRefreshResult,
     ChannelView,
-    ErrorBody,
+    error_responses,
 )
 
 router = APIRouter(prefix="/v1/admin/channels", tags=["channels"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Invalid name, subdir or upstream URL"},
-    401: {"model": ErrorBody, "description": "Missing, invalid or revoked token"},
-    403: {"model": ErrorBody, "description": "The token lacks the scope"},
-    404: {"model": ErrorBody, "description": "Unknown channel"},
-    409: {"model": ErrorBody, "description": "The channel is already defined"},
-    422: {"model": ErrorBody, "description": "Malformed request"},
-}
+_ERRORS = error_responses(
+    {
+        400: "Invalid name, subdir or upstream URL",
+        404: "Unknown channel",
+        409: "The channel is already defined",
+    }
+)
 
 
 def _view(state: State, name: str) -> ChannelView:

@@ -4,24 +4,19 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from signer.service import stages
-from signer.service.deps import Actor, get_state, require_scope
+from signer.service.deps import Admin, Registrar, State
 from signer.service.registry import get_feedstock
-from signer.service.schemas import ErrorBody
+from signer.service.schemas import error_responses
 
 router = APIRouter(tags=["rollout"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Invalid stage"},
-    401: {"model": ErrorBody, "description": "Missing, invalid or revoked token"},
-    403: {"model": ErrorBody, "description": "The token lacks the scope"},
-    404: {"model": ErrorBody, "description": "Unknown feedstock"},
-    409: {"model": ErrorBody, "description": "enforce without an active key"},
-    422: {"model": ErrorBody, "description": "Malformed request"},
-}
+_ERRORS = error_responses(
+    {400: "Invalid stage", 404: "Unknown feedstock", 409: "enforce without an active key"}
+)
 
 Stage = Literal["off", "observe", "enforce"]
 
@@ -60,39 +55,39 @@ class Coverage(BaseModel):
 def set_stage(
     name: str,
     body: StageSet,
-    request: Request,
-    actor: Actor = Depends(require_scope("admin")),  # noqa: B008
+    state: State,
+    actor: Admin,
 ) -> dict[str, Any]:
-    with get_state(request).publisher.change(actor.name) as change:
+    with state.publisher.change(actor.name) as change:
         previous, _ = stages.set_stage(change, name, body.stage)
-    with get_state(request).db.read() as session:
+    with state.db.read() as session:
         return {**stages.view(get_feedstock(session, name)), "previous": previous}
 
 
 @router.get("/v1/stages/{name}", response_model=StageView, responses={404: _ERRORS[404]})
-def get_stage(name: str, request: Request) -> dict[str, Any]:
-    with get_state(request).db.read() as session:
+def get_stage(name: str, state: State) -> dict[str, Any]:
+    with state.db.read() as session:
         return stages.view(get_feedstock(session, name))
 
 
 @router.get("/v1/stages", response_model=StageList)
 def list_stages(
-    request: Request,
+    state: State,
     after: str = Query("", max_length=256, description="list names after this one"),
     limit: int = Query(1000, ge=1, le=10000),
 ) -> dict[str, Any]:
-    with get_state(request).db.read() as session:
+    with state.db.read() as session:
         rows = stages.stages(session, after, limit)
     return {"stages": rows, "next_after": rows[-1]["name"] if len(rows) == limit else None}
 
 
 @router.get("/v1/admin/rollout/coverage", response_model=Coverage, responses=_ERRORS)
 def coverage(
-    request: Request,
+    state: State,
+    _actor: Registrar,
     days: int = Query(30, ge=1, le=3650),
-    _actor: Actor = Depends(require_scope("registrar")),  # noqa: B008
 ) -> dict[str, Any]:
     from signer.trust.timefmt import system_clock
 
-    with get_state(request).db.read() as session:
+    with state.db.read() as session:
         return stages.coverage(session, system_clock(), days)

@@ -4,28 +4,25 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field
 
 from signer.service import signing_events
-from signer.service.deps import Actor, get_state, require_scope
-from signer.service.schemas import ErrorBody, Published, Strict
+from signer.service.deps import Admin, State
+from signer.service.schemas import Published, Strict, error_responses
 
 # A database integer: a bigger one is a 422, not an overflow inside the driver (a 500).
 EventId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 router = APIRouter(prefix="/v1/admin/signing-events", tags=["admin"])
-admin = require_scope("admin")
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Invalid document, key or signature"},
-    401: {"model": ErrorBody, "description": "Missing, invalid or revoked token"},
-    403: {"model": ErrorBody, "description": "The token lacks the scope"},
-    404: {"model": ErrorBody, "description": "Unknown signing event"},
-    409: {"model": ErrorBody, "description": "Not a key of either root, already signed, "
-          "thresholds not met, or the event is closed"},
-    422: {"model": ErrorBody, "description": "Malformed request"},
-}  # fmt: skip
+_ERRORS = error_responses(
+    {
+        400: "Invalid document, key or signature",
+        404: "Unknown signing event",
+        409: "Not a key of either root, already signed, thresholds not met, or the event is closed",
+    }
+)
 
 
 class ProposeBody(Strict):
@@ -78,12 +75,12 @@ class PublishAnswer(Published):
 @router.post("", status_code=201, response_model=EventStatus, responses=_ERRORS)
 def propose(
     body: ProposeBody,
-    request: Request,
+    state: State,
     response: Response,
-    actor: Actor = Depends(admin),  # noqa: B008
+    actor: Admin,
 ) -> dict[str, Any]:
     status, created = signing_events.propose(
-        get_state(request).publisher, body.proposed.encode("utf-8"), body.holders,
+        state.publisher, body.proposed.encode("utf-8"), body.holders,
         actor=actor.name,
     )  # fmt: skip
     if not created:
@@ -94,10 +91,10 @@ def propose(
 @router.get("/{event_id}", response_model=EventStatus, responses=_ERRORS)
 def status(
     event_id: EventId,
-    request: Request,
-    actor: Actor = Depends(admin),  # noqa: B008
+    state: State,
+    actor: Admin,
 ) -> dict[str, Any]:
-    with get_state(request).db.read() as session:
+    with state.db.read() as session:
         event = signing_events._get(session, event_id)
         return signing_events.status_of(session, event)
 
@@ -106,23 +103,23 @@ def status(
 def add_signature(
     event_id: EventId,
     body: SignatureBody,
-    request: Request,
-    actor: Actor = Depends(admin),  # noqa: B008
+    state: State,
+    actor: Admin,
 ) -> dict[str, Any]:
     return signing_events.add_signature(
-        get_state(request).publisher, event_id, body.key, body.signature, actor=actor.name
+        state.publisher, event_id, body.key, body.signature, actor=actor.name
     )
 
 
 @router.post("/{event_id}/publish", response_model=PublishAnswer, responses=_ERRORS)
 def publish(
     event_id: EventId,
-    request: Request,
+    state: State,
+    actor: Admin,
     body: PublishBody | None = None,
-    actor: Actor = Depends(admin),  # noqa: B008
 ) -> dict[str, Any]:
     change, final = signing_events.publish(
-        get_state(request).publisher, event_id, body.key_mgr_keyrefs if body else None,
+        state.publisher, event_id, body.key_mgr_keyrefs if body else None,
         actor=actor.name,
     )  # fmt: skip
     published = dict(sorted(change.published.items())) if change else {}
