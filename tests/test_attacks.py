@@ -72,7 +72,7 @@ from test_feedstock_support import World, environ, make_world, resign, run
 from signer.keys import KeyHandle, generate_key, resolve_keyref
 from signer.trust.feedstocks import INDEX_PATH, bin_id, bin_path
 from signer.trust.metadata import Delegation, Root, Signable
-from signer.trust.signing import sign_envelope
+from signer.trust.signing import envelope_signer, sign_envelope
 from signer.trust.state import write_atomic
 from signer.trust.timefmt import format_time
 
@@ -305,7 +305,7 @@ def test_root_update_signed_by_the_new_keys_only(world: World, cli: Callable[...
     )
     envelope = Signable(root2.to_signed(), {}, "2.root.json")
     for key in new_keys:
-        sign_envelope(envelope, key, openpgp=True)
+        sign_envelope(envelope, envelope_signer(key, openpgp=True))
     write_atomic(world.trust / "2.root.json", envelope.to_bytes())
     check, reason = failure(world, cli, pkg)
     assert check == "signature" and reason.startswith("2.root.json") and "v1 root" in reason

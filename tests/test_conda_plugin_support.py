@@ -28,7 +28,7 @@ from signer.artifacts.build import build_package
 from signer.devrepo import DevTrustRepo, make_dev_trust_repo
 from signer.keys import KeyHandle, generate_key, resolve_keyref
 from signer.trust.metadata import Delegation, KeyMgr, Root, Signable
-from signer.trust.signing import sign_envelope
+from signer.trust.signing import envelope_signer, sign_envelope
 from signer.trust.state import write_atomic
 from signer.trust.timefmt import format_time, system_clock
 
@@ -105,7 +105,7 @@ class Channel:
                                              delegation["threshold"])})  # fmt: skip
         envelope = Signable(meta.to_signed(), {}, "key_mgr")
         assert self.repo.key_mgr_key is not None
-        sign_envelope(envelope, self.repo.key_mgr_key, openpgp=False)
+        sign_envelope(envelope, envelope_signer(self.repo.key_mgr_key, openpgp=False))
         data = envelope.to_bytes()
         write_atomic(self.repo.trust_dir / "key_mgr.json", data)
         return data
@@ -120,7 +120,7 @@ class Channel:
             "key_mgr": Delegation((self.repo.key_mgr_key.public_key_hex,), 1),
         })  # fmt: skip
         envelope = Signable(meta.to_signed(), {}, "root")
-        sign_envelope(envelope, rogue, openpgp=True)
+        sign_envelope(envelope, envelope_signer(rogue, openpgp=True))
         write_atomic(self.repo.trust_dir / "2.root.json", envelope.to_bytes())
 
 

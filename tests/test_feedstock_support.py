@@ -23,7 +23,7 @@ from signer.devrepo import DevTrustRepo, make_dev_trust_repo
 from signer.keys import KeyHandle, resolve_keyref
 from signer.trust.feedstocks import INDEX_PATH
 from signer.trust.metadata import Signable
-from signer.trust.signing import sign_envelope
+from signer.trust.signing import envelope_signer, sign_envelope
 from signer.trust.state import write_atomic
 
 # numpy: names and a glob; llvmdev: only globs (like conda-forge's allowlist); evil: a
@@ -178,7 +178,7 @@ def resign(path: Path, signers: list[KeyHandle], mutate: Any = None) -> bytes:
         mutate(envelope.signed)
     fresh = Signable(envelope.signed, {}, str(path))
     for signer in signers:
-        sign_envelope(fresh, signer, openpgp=False)
+        sign_envelope(fresh, envelope_signer(signer, openpgp=False))
     data = fresh.to_bytes()
     write_atomic(path, data)
     return data

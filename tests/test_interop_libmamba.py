@@ -22,7 +22,7 @@ from signer.devrepo import DevTrustRepo
 from signer.keys import KeyHandle, generate_key, resolve_keyref
 from signer.repodata.profiles import conda_message, mamba_message
 from signer.trust.metadata import Delegation, KeyMgr, Signable
-from signer.trust.signing import sign_envelope
+from signer.trust.signing import envelope_signer, sign_envelope
 from signer.trust.state import write_atomic
 from signer.trust.timefmt import format_time, system_clock
 from tests.conftest import CliResult
@@ -223,7 +223,7 @@ def test_libmamba_refuses_an_expired_key_mgr(
         meta = KeyMgr(1, format_time(now - timedelta(days=2)), format_time(expires),
                       {"pkg_mgr": pkg_mgr})  # fmt: skip
         envelope = Signable(meta.to_signed(), {}, meta.ROLE)
-        sign_envelope(envelope, _key(dev_repo, "key_mgr"), openpgp=False)
+        sign_envelope(envelope, envelope_signer(_key(dev_repo, "key_mgr"), openpgp=False))
         write_atomic(dev_repo.trust_dir / "key_mgr.json", envelope.to_bytes())
         verdict = judge_channel(dev_repo.trust_dir, dev_repo.root_file, [path], ("mamba",))
         if label == "expired":

@@ -30,7 +30,7 @@ from signer.service.ratelimit import TokenBuckets
 from signer.trust.feedstocks import INDEX_PATH, resolve_feedstock
 from signer.trust.metadata import Delegation, Root, Signable, parse_metadata
 from signer.trust.repository import load_key_mgr, update_root
-from signer.trust.signing import sign_envelope
+from signer.trust.signing import envelope_signer, sign_envelope
 from signer.trust.timefmt import format_time, system_clock
 
 pytest_plugins = ("test_service_support",)  # fixtures: db_url, world
@@ -67,7 +67,7 @@ def _root_v2(repo: Any, key_mgr_hex: str) -> bytes:
     })  # fmt: skip
     envelope = Signable(root.to_signed(), {}, "2.root.json")
     for key in repo.root_keys[:2]:  # 2 of 3: the old and the new root keys are the same
-        sign_envelope(envelope, key, openpgp=True)
+        sign_envelope(envelope, envelope_signer(key, openpgp=True))
     return envelope.to_bytes()
 
 

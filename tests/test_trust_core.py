@@ -24,6 +24,7 @@ from signer.trust import (
     VerificationError,
     canonical_bytes,
     check_not_expired,
+    envelope_signer,
     parse_metadata,
     sign_envelope,
     verify_root_update,
@@ -68,7 +69,7 @@ def make_root(
     })  # fmt: skip
     env = Signable(meta.to_signed(), {}, "root")
     for s in signers:
-        sign_envelope(env, s, openpgp=openpgp)
+        sign_envelope(env, envelope_signer(s, openpgp=openpgp))
     return env.to_bytes()
 
 
@@ -85,7 +86,7 @@ def make_key_mgr(
         {"pkg_mgr": Delegation((KEYS[5].public_key_hex,), 1)},
     )
     env = Signable(meta.to_signed(), {}, "key_mgr")
-    sign_envelope(env, signer, openpgp=openpgp)
+    sign_envelope(env, envelope_signer(signer, openpgp=openpgp))
     return env.to_bytes()
 
 
@@ -126,10 +127,10 @@ def test_canonical_bytes_exact_shape() -> None:
 def test_raw_and_openpgp_signatures_verify_and_fail_on_tamper() -> None:
     key = KEYS[0]
     env = Signable({"x": 1}, {}, "doc")
-    raw = sign_envelope(env, key, openpgp=False)
+    raw = sign_envelope(env, envelope_signer(key, openpgp=False))
     assert verify_raw(key.public, bytes.fromhex(raw.signature), env.canonical)
     assert not verify_raw(key.public, bytes.fromhex(raw.signature), env.canonical + b" ")
-    pgp = sign_envelope(env, key, openpgp=True)
+    pgp = sign_envelope(env, envelope_signer(key, openpgp=True))
     assert pgp.other_headers and pgp.see_also and len(pgp.see_also) == 40
     headers = bytes.fromhex(pgp.other_headers)
     assert verify_openpgp(key.public, bytes.fromhex(pgp.signature), env.canonical, headers)
@@ -138,11 +139,11 @@ def test_raw_and_openpgp_signatures_verify_and_fail_on_tamper() -> None:
 
 def test_threshold_counts_each_key_once_and_reports_invalid() -> None:
     env = Signable({"v": 1}, {}, "doc")
-    sign_envelope(env, KEYS[0], openpgp=False)
+    sign_envelope(env, envelope_signer(KEYS[0], openpgp=False))
     good = env.signatures[KEYS[0].public_key_hex]
     # Key 1's slot holds key 0's signature: invalid, and not a second count for key 0.
     env.signatures[KEYS[1].public_key_hex] = good
-    sign_envelope(env, KEYS[4], openpgp=False)  # outside the delegation
+    sign_envelope(env, envelope_signer(KEYS[4], openpgp=False))  # outside the delegation
     delegation = Delegation(
         (KEYS[0].public_key_hex, KEYS[1].public_key_hex, KEYS[2].public_key_hex), 2
     )

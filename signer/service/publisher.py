@@ -78,7 +78,7 @@ def _signed_info(data: bytes, path: str) -> tuple[int, str]:
 def _sign(signed: dict[str, Any], source: str, signers: Sequence[KeyHandle]) -> bytes:
     envelope = Signable(signed, {}, source)
     for signer in signers:
-        sign_envelope(envelope, signer, openpgp=False)  # raw: conda rejects OpenPGP here
+        sign_envelope(envelope, signer.channel_signer())  # raw: conda rejects OpenPGP here
     return envelope.to_bytes()
 
 

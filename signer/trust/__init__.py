@@ -57,7 +57,7 @@ if TYPE_CHECKING:
         update_root,
         verify_key_mgr,
     )
-    from signer.trust.signing import MessageSigner, sign_envelope
+    from signer.trust.signing import MessageSigner, envelope_signer, sign_envelope
     from signer.trust.state import TrustState, write_atomic
     from signer.trust.threshold import ThresholdResult, verify_threshold
     from signer.trust.timefmt import (
@@ -110,6 +110,7 @@ _MODULE_OF = {
     "parse_metadata": "signer.trust.metadata",
     "parse_time": "signer.trust.timefmt",
     "sign_envelope": "signer.trust.signing",
+    "envelope_signer": "signer.trust.signing",
     "system_clock": "signer.trust.timefmt",
     "update_root": "signer.trust.repository",
     "verify_key_mgr": "signer.trust.repository",
@@ -243,6 +244,7 @@ __all__ = [
     "choose_anchor",
     "count_signatures",
     "ed25519",
+    "envelope_signer",
     "expiry_after",
     "fixed_clock",
     "format_time",

@@ -75,20 +75,18 @@ class OpenPGPStyleSigner:
         return Signature(sig, headers, fingerprint)
 
 
-def sign_envelope(
-    envelope: Signable, signer: EnvelopeSigner | MessageSigner, *, openpgp: bool | None = None
-) -> Signature:
+def envelope_signer(key: MessageSigner, *, openpgp: bool) -> EnvelopeSigner:
+    """`key` making OpenPGP-style signatures (roots) or raw ones (everything else)."""
+    return OpenPGPStyleSigner(key) if openpgp else RawSigner(key)
+
+
+def sign_envelope(envelope: Signable, signer: EnvelopeSigner) -> Signature:
     """Sign `envelope.signed` in place (replacing an earlier signature by the same key).
 
-    `signer` is an EnvelopeSigner (signer.keys' `channel_signer`/`root_signer`). The
-    `openpgp` flag with a bare MessageSigner is the older form, kept for callers not yet
-    moved to signers by purpose.
+    `signer` decides the form: signer.keys' `channel_signer` (raw, as conda requires for
+    key_mgr, pkg_mgr and the delegations) or `root_signer` (OpenPGP-style, for roots).
     """
-    if openpgp is None:
-        assert hasattr(signer, "signature"), "give an EnvelopeSigner, or openpgp="
-        signature = signer.signature(envelope.canonical)
-    else:
-        signature = make_signature(signer, envelope.canonical, openpgp=openpgp)  # type: ignore[arg-type]
+    signature = signer.signature(envelope.canonical)
     envelope.signatures[signer.public_key_hex] = signature
     return signature
 
