@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from signer.cli.common import flags, non_negative_days
+from signer.cli.common import flags, non_negative_days, positive_int
 from signer.trust.errors import FormatError
 
 if TYPE_CHECKING:
@@ -204,6 +204,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "refresh", help="fetch upstream, sign and publish now (the server does it periodically)"
     )
     now.add_argument("name", nargs="?", metavar="NAME", help="one channel (default: all)")
+    now.add_argument("--jobs", type=positive_int, default=1, metavar="N",
+                     help="processes signing (default 1; the server always uses one)")  # fmt: skip
     now.add_argument("--json", action="store_true", help="machine-readable output")
     _add_db_options(now)
     now.set_defaults(handler=_service_command(channel_refresh_cmd))
@@ -595,7 +597,7 @@ def channel_refresh_cmd(args: argparse.Namespace) -> int:
     if args.name is not None:
         with publisher.db.read() as session:
             channels.get_channel(session, args.name)  # unknown: one line, exit 2
-    results = OverlaySigner(publisher.db, publisher).refresh(args.name)
+    results = OverlaySigner(publisher.db, publisher, jobs=args.jobs).refresh(args.name)
     if args.json:
         emit_json({"results": [r.model_dump() for r in results]})
     else:
