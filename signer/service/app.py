@@ -167,19 +167,24 @@ async def _refresh_forever(state: ServiceState) -> None:
             log.exception("periodic refresh failed; retrying at the next interval")
 
 
-# A burst of intakes (or of channel edits) makes one overlay pass, not one each.
+# A burst of intakes (or of channel edits) makes one overlay pass, not one each; passes
+# woken by intakes start at most every OVERLAY_MIN_GAP seconds (conda-forge uploads all day).
 OVERLAY_DEBOUNCE = 2.0
+OVERLAY_MIN_GAP = 10.0
 ATTESTATIONS_PREFIX = layout.ATTESTATIONS_DIR + "/"
 
 
 async def _overlays_forever(state: ServiceState, wake: asyncio.Event) -> None:
     """Refresh the signed overlay channels every `channel_interval`, and soon after `wake`."""
     interval = state.settings.channel_interval
+    loop = asyncio.get_running_loop()
+    last = -OVERLAY_MIN_GAP
     while True:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), interval if interval > 0 else None)
-        await asyncio.sleep(OVERLAY_DEBOUNCE)
+        await asyncio.sleep(max(OVERLAY_DEBOUNCE, last + OVERLAY_MIN_GAP - loop.time()))
         wake.clear()
+        last = loop.time()
         try:
             results = await run_in_threadpool(state.overlays.refresh)
             changed = [f"{r.channel}/{r.subdir}/{r.document}" for r in results if r.published]
