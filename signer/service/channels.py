@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from sqlalchemy import select
@@ -139,11 +139,7 @@ def remove_channel(change: Change, name: str) -> None:
 
 
 def _utc(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # SQLite returns naive datetimes
-        moment = moment.replace(tzinfo=UTC)
-    return format_time(moment.astimezone(UTC))
+    return None if moment is None else format_time(moment)
 
 
 def coverage(row: ChannelSubdir) -> float:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
-from datetime import UTC
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -134,7 +133,6 @@ class ChannelCollector(Collector):
                 "failing": 1 if error else 0,
             }  # fmt: skip
             if at is not None:
-                at = at if at.tzinfo else at.replace(tzinfo=UTC)
                 values["refresh_age_seconds"] = (now - at).total_seconds()
             for name, value in values.items():
                 gauges[name].add_metric(labels, float(value))

@@ -116,7 +116,7 @@ class OverlaySigner:
                 select(Feedstock.name, Feedstock.stage, Feedstock.stage_since)
             ).all()
         stages = {
-            name: FeedstockStage(stage, _aware(since))  # type: ignore[arg-type]
+            name: FeedstockStage(stage, since)  # type: ignore[arg-type]
             for name, stage, since in rows
         }
         return StagePolicy.open(stages, gate.session)
@@ -238,9 +238,3 @@ class OverlaySigner:
                 if entry.is_dir() and not entry.is_symlink() and entry.name not in defined:
                     shutil.rmtree(entry, ignore_errors=True)
                     log.info("overlay: removed %s (channel no longer defined)", entry)
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:  # SQLite returns naive datetimes
-        return moment.replace(tzinfo=UTC)
-    return moment

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -219,9 +219,7 @@ def _check_claims(
 
 
 def iso(moment: datetime) -> str:
-    """UTC `YYYY-MM-DDTHH:MM:SSZ` (SQLite hands datetimes back without their zone)."""
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
+    """UTC `YYYY-MM-DDTHH:MM:SSZ` (the columns give aware datetimes: models.UTCDateTime)."""
     return format_time(moment)
 
 

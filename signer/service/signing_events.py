@@ -16,11 +16,11 @@ import json
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, ForeignKey, Integer, LargeBinary, String, Text, select
+from sqlalchemy import BigInteger, ForeignKey, Integer, LargeBinary, String, Text, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from signer.service.bootstrap import newest_root, publish_root
-from signer.service.db.models import Base
+from signer.service.db.models import Base, UTCDateTime
 from signer.service.errors import BadRequest, Conflict, NotFound
 from signer.service.publisher import Change, Publisher
 from signer.trust.errors import FormatError
@@ -50,9 +50,9 @@ class SigningEvent(Base):
     previous: Mapped[bytes] = mapped_column(LargeBinary)  # the root it must chain from
     holders_json: Mapped[str] = mapped_column(Text)
     state: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(256))
-    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class SigningEventSignature(Base):
@@ -63,7 +63,7 @@ class SigningEventSignature(Base):
     )
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     signature_json: Mapped[str] = mapped_column(Text)
-    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
     added_by: Mapped[str] = mapped_column(String(256))
 
 

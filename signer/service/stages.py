@@ -11,7 +11,7 @@ signing and mirror operators read it as they read the trust repository.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import distinct, func, select
@@ -21,6 +21,7 @@ from signer.service.db.models import Attestation, Feedstock, FeedstockKey
 from signer.service.errors import BadRequest, Conflict
 from signer.service.publisher import Change
 from signer.service.registry import active_keys, get_feedstock
+from signer.trust.timefmt import format_time
 
 STAGES = ("off", "observe", "enforce")
 
@@ -43,11 +44,7 @@ def set_stage(change: Change, name: str, stage: str) -> tuple[str, str]:
 
 def since_text(feedstock: Feedstock) -> str | None:
     moment = feedstock.stage_since
-    if moment is None:
-        return None
-    if moment.tzinfo is None:  # SQLite returns naive datetimes
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if moment is None else format_time(moment)
 
 
 def view(feedstock: Feedstock) -> dict[str, str | None]:

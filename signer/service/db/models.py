@@ -8,7 +8,8 @@ migration in `signer/service/migrations/versions/`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -20,11 +21,25 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAME_LEN = 256  # feedstock and package names (the trust core allows 1..256 characters)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """`TIMESTAMP WITH TIME ZONE` read back as an aware UTC datetime on every database
+    (SQLite keeps no zone and hands naive values back; PostgreSQL keeps it)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Any) -> datetime | None:
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value  # type: ignore[no-any-return]
 
 
 class Base(DeclarativeBase):
@@ -46,10 +61,10 @@ class Feedstock(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
     threshold: Mapped[int] = mapped_column(Integer, default=1)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     # Roll-out stage (off | observe | enforce), migration 0004; see signer/service/stages.py.
     stage: Mapped[str] = mapped_column(String(16), default="off", server_default="off")
-    stage_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    stage_since: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     keys: Mapped[list[FeedstockKey]] = relationship(
         back_populates="feedstock", cascade="all, delete-orphan", lazy="selectin"
@@ -70,8 +85,8 @@ class FeedstockKey(Base):
     )
     keyid: Mapped[str] = mapped_column(String(64), unique=True)
     key_json: Mapped[str] = mapped_column(Text)  # securesystemslib key dict
-    added_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     feedstock: Mapped[Feedstock] = relationship(back_populates="keys")
 
@@ -105,7 +120,7 @@ class Attestation(Base):
     keyids: Mapped[str] = mapped_column(Text)  # comma-separated, the keys that signed
     data: Mapped[bytes] = mapped_column(LargeBinary)  # the sidecar as served
     data_sha256: Mapped[str] = mapped_column(String(64))  # ETag
-    submitted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Document(Base):
@@ -118,7 +133,7 @@ class Document(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     expiration: Mapped[str] = mapped_column(String(20))
     data: Mapped[bytes] = mapped_column(LargeBinary)
-    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class DocumentVersion(Base):
@@ -130,7 +145,7 @@ class DocumentVersion(Base):
     path: Mapped[str] = mapped_column(String(255), primary_key=True)
     version: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
-    published_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class Token(Base):
@@ -142,8 +157,8 @@ class Token(Base):
     name: Mapped[str] = mapped_column(String(128))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     scopes: Mapped[str] = mapped_column(String(128))  # space-separated
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class AuditEntry(Base):
@@ -168,7 +183,7 @@ class Channel(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     created_by: Mapped[str] = mapped_column(String(256))
 
     subdirs: Mapped[list[ChannelSubdir]] = relationship(
@@ -191,8 +206,8 @@ class ChannelSubdir(Base):
     subdir: Mapped[str] = mapped_column(String(64), primary_key=True)
     upstream: Mapped[str] = mapped_column(String(2048))
     current_upstream: Mapped[str | None] = mapped_column(String(2048), nullable=True)
-    refreshed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    refreshed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     records: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     attested: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     observed: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
