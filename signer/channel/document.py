@@ -26,6 +26,7 @@ from signer.repodata.document import (
     SplitRepodata,
     read_repodata_bytes,
 )
+from signer.repodata.parallel import collector_paused
 from signer.trust.errors import FormatError
 
 _RawMap = dict[str, msgspec.Raw]
@@ -172,7 +173,9 @@ def split_strict(data: bytes, source: str) -> SplitRepodata:
 
 def read_strict(path: Path) -> SplitRepodata:
     """`split_strict` of a file named by the user (FormatError: exit 2)."""
-    return split_strict(read_repodata_bytes(path), str(path))
+    data = read_repodata_bytes(path)
+    with collector_paused():  # a record tuple per record: nothing cyclic
+        return split_strict(data, str(path))
 
 
 def info_subdir(split: SplitRepodata) -> str | None:
