@@ -14,6 +14,10 @@ record's bytes are the same, the attestation is still there unchanged (same toke
 same bytes when fetched), and the feedstock's delegation verifies today with the same
 fingerprint (a revoked key or a changed scope changes it). A poisoned cache can therefore
 never make a record signed whose attestation does not verify now.
+
+Stored compactly, so that a re-run over 300,000 records costs little beyond a hash and a
+stat per record: an entry is one packed byte string compared as bytes, and names a *row*
+(feedstock, delegation fingerprint) that a run checks once, not once per record.
 """
 
 from __future__ import annotations
