@@ -424,3 +424,36 @@ def test_forked_workers_give_the_same_document(world: World, cli: Callable[..., 
     ch.repodata.write_text(json.dumps(doc)[:-3] + ', "x": 1, "x": 2}}}')
     res = cli(*args)
     assert res.code == 2 and "duplicate key" in res.err and not ch.out.exists(), res.err
+
+
+def test_cache_file_keeps_entries_exactly(tmp_path: Path) -> None:
+    """The packed format (version 2) gives back what was saved: tokens or none, a mamba
+    signature or none, entries of several feedstocks sharing rows; rows no entry uses are
+    not written."""
+    import os
+
+    def entry(feedstock: str, token: tuple[int, ...] | None, mamba: bool) -> cache_file.Entry:
+        return cache_file.Entry(
+            os.urandom(32), token, os.urandom(32), feedstock, bytes([len(feedstock)]) * 32,
+            (os.urandom(64), os.urandom(64)), os.urandom(64) if mamba else None,
+        )  # fmt: skip
+
+    entries = {"a-1-0.conda": entry("fa", (1, 2, 3, -4, 5), True),
+               "b-1-0.conda": entry("fa", None, False),
+               "c-1-0.conda": entry("fbb", (7, 8, 9, 10, 11), True)}  # fmt: skip
+    path, key, scope = tmp_path / "x.cache", b"k" * 32, b"s" * 32
+    cache_file.save(path, key, scope, entries)
+    assert cache_file.load(path, key, scope) == (entries, None)
+    cache, _ = cache_file.read(path, key, scope)
+    assert len(cache.rows) == 2
+    del cache.entries["c-1-0.conda"]
+    cache_file.write(path, key, scope, cache)
+    again, _ = cache_file.read(path, key, scope)
+    assert again.rows == [cache_file.Row("fa", b"\x02" * 32)]
+    assert {n: again.unpack(b) for n, b in again.entries.items()} == {
+        n: e for n, e in entries.items() if n != "c-1-0.conda"
+    }
+    assert (
+        cache_file.load(path, b"j" * 32, scope)[1]
+        == "MAC does not verify (other keys, or modified)"
+    )

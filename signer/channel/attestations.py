@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,6 +20,7 @@ from signer.trust.errors import VerificationError
 from signer.trust.jsonload import MAX_SIDECAR
 
 Token = tuple[int, int, int, int, int]
+TOKEN = struct.Struct("<5q")  # a token packed (signer.channel.cache keeps it so)
 
 
 class Found(NamedTuple):
@@ -72,6 +74,30 @@ class AttestationStore:
         if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SIDECAR:
             return None
         return _token(st)
+
+    def token_bytes(self, subdir: str, filename: str, dir_fd: int) -> bytes | None:
+        """`token` packed as the cache keeps it (`cache.TOKEN_AT`), from a descriptor of
+        `directory_of(subdir)` (one path component looked up per file, not seven)."""
+        if "/" in filename or filename in ("", "..", "."):
+            return None
+        try:
+            st = os.stat(filename + SIDECAR_SUFFIX, dir_fd=dir_fd)
+        except OSError:
+            return None
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_SIDECAR:
+            return None
+        return b"\x01" + TOKEN.pack(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                                      st.st_ctime_ns)  # fmt: skip
+
+    def directory_of(self, subdir: str) -> int | None:
+        """A descriptor of the local `attestations/<subdir>/` (None: remote or absent)."""
+        if self.directory is None:
+            return None
+        try:
+            path = self._local(subdir, "x")
+            return os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except (OSError, VerificationError):
+            return None
 
     def get(self, subdir: str, filename: str) -> Found | None:
         """The sidecar's bytes, None when absent; VerificationError when it cannot be told."""

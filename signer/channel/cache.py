@@ -14,6 +14,10 @@ record's bytes are the same, the attestation is still there unchanged (same toke
 same bytes when fetched), and the feedstock's delegation verifies today with the same
 fingerprint (a revoked key or a changed scope changes it). A poisoned cache can therefore
 never make a record signed whose attestation does not verify now.
+
+Stored compactly, so that a re-run over 300,000 records costs little beyond a hash and a
+stat per record: an entry is one packed byte string compared as bytes, and names a *row*
+(feedstock, delegation fingerprint) that a run checks once, not once per record.
 """
 
 from __future__ import annotations
@@ -22,17 +26,30 @@ import contextlib
 import hashlib
 import hmac
 import os
+import struct
 from pathlib import Path
 from typing import NamedTuple
 
 import msgspec
 
+from signer.channel.attestations import TOKEN
 from signer.trust.signing import MessageSigner
 from signer.trust.state import write_atomic
 
-MAGIC = b"cf-sign channel-cache 1\n"
+MAGIC = b"cf-sign channel-cache 2\n"
 _MAC_DOMAIN = b"cf-sign channel-cache MAC key v1\x00"
 MAX_CACHE = 2 * 1024 * 1024 * 1024
+
+# One entry as bytes, compared without unpacking on the hot path: record sha256 (32),
+# sidecar sha256 (32), token flag (1), token (5 x int64), the count of conda-profile
+# signatures, whether a mamba one follows, the signature length, the signatures, and last
+# the entry's feedstock row (uint32).
+_HEAD = struct.Struct("<32s32sB" + TOKEN.format.lstrip("<") + "BBB")
+RECORD = slice(0, 32)
+ATTESTATION = slice(32, 64)
+TOKEN_AT = slice(64, 105)  # flag and token: b"\x01" + TOKEN.pack(...) for a local sidecar
+ROW_AT = slice(-4, None)
+SIGS_AT = _HEAD.size
 
 
 class Entry(NamedTuple):
@@ -45,9 +62,77 @@ class Entry(NamedTuple):
     mamba: bytes | None  # mamba-profile signature
 
 
+class Row(NamedTuple):
+    """A feedstock and the fingerprint of the delegation entries were verified under."""
+
+    feedstock: str
+    fingerprint: bytes
+
+
 class _Body(msgspec.Struct, array_like=True):
     scope: bytes
-    entries: dict[str, tuple[bytes, list[int] | None, bytes, str, bytes, list[bytes], bytes | None]]
+    rows: list[tuple[str, bytes]]
+    entries: dict[str, bytes]
+
+
+class Cache:
+    """A cache file's contents: rows (feedstock, fingerprint) and packed entries by file."""
+
+    def __init__(self, rows: list[Row] | None = None, entries: dict[str, bytes] | None = None):
+        self.rows: list[Row] = rows or []
+        self.entries: dict[str, bytes] = entries or {}
+        self._row_of = {row: i for i, row in enumerate(self.rows)}
+
+    def row(self, feedstock: str, fingerprint: bytes) -> int:
+        found = self._row_of.get(Row(feedstock, fingerprint))
+        if found is None:
+            found = self._row_of[Row(feedstock, fingerprint)] = len(self.rows)
+            self.rows.append(Row(feedstock, fingerprint))
+        return found
+
+    def pack(self, entry: Entry) -> bytes:
+        row = self.row(entry.feedstock, entry.fingerprint)
+        return pack_partial(entry) + row.to_bytes(4, "little")
+
+    def unpack(self, blob: bytes) -> Entry:
+        record, att, has_token, *token = _HEAD.unpack_from(blob)[:8]
+        sigs, mamba = signatures_of(blob)
+        feedstock, fingerprint = self.rows[row_of(blob)]
+        return Entry(record, tuple(token) if has_token else None, att, feedstock, fingerprint,
+                     sigs, mamba)  # fmt: skip
+
+
+def pack_partial(entry: Entry) -> bytes:
+    """An entry packed without its row (4 bytes the cache appends)."""
+    sigs = (*entry.signatures, entry.mamba) if entry.mamba is not None else entry.signatures
+    size = len(sigs[0]) if sigs else 0
+    if any(len(s) != size for s in sigs) or size > 255:
+        raise ValueError("the signatures of an entry have one length")
+    head = _HEAD.pack(
+        entry.record, entry.attestation, entry.token is not None, *(entry.token or (0,) * 5),
+        len(entry.signatures), entry.mamba is not None, size,
+    )  # fmt: skip
+    return head + b"".join(sigs)
+
+
+def _little(raw: bytes) -> int:
+    return int.from_bytes(raw, "little")
+
+
+def row_of(blob: bytes) -> int:
+    return _little(blob[ROW_AT])
+
+
+def signatures_of(blob: bytes) -> tuple[tuple[bytes, ...], bytes | None]:
+    """(conda-profile signatures, mamba signature) of a packed entry."""
+    count, has_mamba, size = blob[SIGS_AT - 3], blob[SIGS_AT - 2], blob[SIGS_AT - 1]
+    sigs = tuple(blob[SIGS_AT + i * size : SIGS_AT + (i + 1) * size] for i in range(count))
+    mamba = blob[SIGS_AT + count * size : SIGS_AT + (count + 1) * size] if has_mamba else None
+    return sigs, mamba
+
+
+def packed_length(keys: int, mamba: bool, size: int = 64) -> int:
+    return SIGS_AT + size * (keys + mamba) + 4
 
 
 def mac_key(signer: MessageSigner) -> bytes:
@@ -64,43 +149,54 @@ def default_cache_path(base: Path, scope: bytes) -> Path:
     return base / "channel-sign" / f"{scope.hex()[:32]}.cache"
 
 
-def load(path: Path, key: bytes, scope: bytes) -> tuple[dict[str, Entry], str | None]:
-    """(entries, why ignored or None). Never raises for a bad or missing file."""
+def read(path: Path, key: bytes, scope: bytes) -> tuple[Cache, str | None]:
+    """(cache, why ignored or None). Never raises for a bad or missing file."""
     try:
         with open(path, "rb") as handle:
             data = handle.read(MAX_CACHE + 1)
     except FileNotFoundError:
-        return {}, "no cache yet"
+        return Cache(), "no cache yet"
     except OSError as exc:
-        return {}, f"cannot read: {exc.strerror}"
+        return Cache(), f"cannot read: {exc.strerror}"
     if len(data) > MAX_CACHE or not data.startswith(MAGIC) or len(data) < len(MAGIC) + 32:
-        return {}, "not a cache file of this version"
-    body, tag = data[len(MAGIC) : -32], data[-32:]
+        return Cache(), "not a cache file of this version"
+    body, tag = memoryview(data)[len(MAGIC) : -32], data[-32:]
     if not hmac.compare_digest(hmac.new(key, body, hashlib.sha256).digest(), tag):
-        return {}, "MAC does not verify (other keys, or modified)"
+        return Cache(), "MAC does not verify (other keys, or modified)"
     try:
         decoded = msgspec.msgpack.decode(body, type=_Body)
     except msgspec.DecodeError:
-        return {}, "does not parse"
+        return Cache(), "does not parse"
     if not hmac.compare_digest(decoded.scope, scope):
-        return {}, "made for another subdir, store or keys"
-    entries = {
-        name: Entry(r, tuple(t) if t is not None else None, a, f, fp, tuple(s), m)
-        for name, (r, t, a, f, fp, s, m) in decoded.entries.items()
-    }
-    return entries, None
+        return Cache(), "made for another subdir, store or keys"
+    # Entries are checked where they are used (length, row number): a file only its
+    # writer's keys can MAC holds what that writer packed.
+    return Cache([Row(f, fp) for f, fp in decoded.rows], decoded.entries), None
+
+
+def write(path: Path, key: bytes, scope: bytes, cache: Cache) -> None:
+    """`cache` with only the rows its entries use."""
+    used = sorted({b[ROW_AT] for b in cache.entries.values()}, key=_little)
+    if len(used) != len(cache.rows):
+        renumber = {old: new.to_bytes(4, "little") for new, old in enumerate(used)}
+        entries = {n: b[:-4] + renumber[b[ROW_AT]] for n, b in cache.entries.items()}
+        cache = Cache([cache.rows[_little(i)] for i in used], entries)
+    rows = [(r.feedstock, r.fingerprint) for r in cache.rows]
+    body = msgspec.msgpack.encode(_Body(scope, rows, cache.entries))
+    tag = hmac.new(key, body, hashlib.sha256).digest()
+    write_atomic(path, [MAGIC, body, tag], mode=0o600)
+
+
+def load(path: Path, key: bytes, scope: bytes) -> tuple[dict[str, Entry], str | None]:
+    """`read`, every entry unpacked."""
+    cache, note = read(path, key, scope)
+    return {name: cache.unpack(blob) for name, blob in cache.entries.items()}, note
 
 
 def save(path: Path, key: bytes, scope: bytes, entries: dict[str, Entry]) -> None:
-    body = msgspec.msgpack.encode(
-        _Body(scope, {
-            name: (e.record, list(e.token) if e.token is not None else None, e.attestation,
-                   e.feedstock, e.fingerprint, list(e.signatures), e.mamba)
-            for name, e in entries.items()
-        })
-    )  # fmt: skip
-    tag = hmac.new(key, body, hashlib.sha256).digest()
-    write_atomic(path, [MAGIC, body, tag], mode=0o600)
+    cache = Cache()
+    cache.entries = {name: cache.pack(e) for name, e in entries.items()}
+    write(path, key, scope, cache)
 
 
 def remove(path: Path) -> None:

@@ -19,10 +19,16 @@ from typing import Any
 import msgspec
 import orjson
 
-from signer.repodata.document import SECTIONS, RawRecord, SplitRepodata
+from signer.repodata.document import (
+    MAX_REPODATA,
+    SECTIONS,
+    RawRecord,
+    SplitRepodata,
+    read_repodata_bytes,
+)
+from signer.repodata.parallel import collector_paused
 from signer.trust.errors import FormatError
 
-MAX_REPODATA = 4 * 1024 * 1024 * 1024
 _RawMap = dict[str, msgspec.Raw]
 _WS = (b" ", b"\n", b"\r", b"\t")
 
@@ -167,18 +173,9 @@ def split_strict(data: bytes, source: str) -> SplitRepodata:
 
 def read_strict(path: Path) -> SplitRepodata:
     """`split_strict` of a file named by the user (FormatError: exit 2)."""
-    source = str(path)
-    try:
-        if path.stat().st_size > MAX_REPODATA:
-            raise FormatError(source, "", f"larger than the {MAX_REPODATA}-byte cap")
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError(source, "", "no such file") from None
-    except IsADirectoryError:
-        raise FormatError(source, "", "is a directory") from None
-    except OSError as exc:
-        raise FormatError(source, "", f"cannot read: {exc.strerror}") from None
-    return split_strict(data, source)
+    data = read_repodata_bytes(path)
+    with collector_paused():  # a record tuple per record: nothing cyclic
+        return split_strict(data, str(path))
 
 
 def info_subdir(split: SplitRepodata) -> str | None:

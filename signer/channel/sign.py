@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,7 +37,7 @@ from signer.channel.document import info_subdir, pieces_without, strict_record
 from signer.channel.gate import Gate
 from signer.channel.stages import StagePolicy
 from signer.repodata.document import SplitRepodata
-from signer.repodata.parallel import map_ranges
+from signer.repodata.parallel import collector_paused, map_ranges
 from signer.repodata.profiles import conda_message, mamba_message
 from signer.repodata.verify import file_name_problem
 from signer.trust.errors import FormatError, VerificationError
@@ -96,12 +97,16 @@ class ChannelSignResult:
         return pieces_without(self._split, self.signatures, self.dropped)
 
 
-# Per-record outcomes crossing the process boundary: kept small and picklable.
-_Signed = tuple[Literal["s"], tuple[bytes, ...], bytes | None, cache_file.Entry | None]
+# Per-record outcomes crossing the process boundary: kept small and picklable. A record
+# signed from the cache is `_HIT` (one object, so pickled once per chunk): the parent
+# holds its entry already.
+_Signed = tuple[Literal["s"], tuple[bytes, ...], bytes | None, cache_file.Entry]
+_Hit = tuple[Literal["c"]]
 _Missing = tuple[Literal["u"]]
 _Refused = tuple[Literal["r"], str, str]
 _Observed = tuple[Literal["o"], tuple[bytes, ...], bytes | None, str, str]
-_Outcome = _Signed | _Missing | _Refused | _Observed
+_Outcome = _Signed | _Hit | _Missing | _Refused | _Observed
+_HIT: _Hit = ("c",)
 
 
 def _check_keys(gate: Gate, keys: list[MessageSigner], mamba_key: MessageSigner | None) -> None:
@@ -144,46 +149,44 @@ class _Job:
     def __init__(
         self, split: SplitRepodata, subdir: str, gate: Gate, store: AttestationStore,
         keys: list[MessageSigner], mamba_key: MessageSigner | None,
-        cached: dict[str, cache_file.Entry], policy: StagePolicy | None = None,
+        cached: cache_file.Cache, current: list[bool], policy: StagePolicy | None = None,
     ) -> None:  # fmt: skip
         self.split, self.subdir, self.gate, self.store = split, subdir, gate, store
-        self.keys, self.mamba_key, self.cached = keys, mamba_key, cached
-        self.policy = policy
+        self.keys, self.mamba_key, self.policy = keys, mamba_key, policy
+        self.cached = cached.entries
+        self.current = current  # per cache row: its delegation verifies now, same fingerprint
+        self.length = cache_file.packed_length(len(keys), mamba_key is not None)
         self.local = store.directory is not None
+        self.dir_fd: int | None = None
 
-    def _from_cache(self, filename: str, digest: bytes) -> _Signed | None:
-        entry = self.cached.get(filename)
-        if entry is None or entry.record != digest:
-            return None
-        if len(entry.signatures) != len(self.keys) or (entry.mamba is None) != (
-            self.mamba_key is None
-        ):
-            return None
+    def _from_cache(self, filename: str, digest: bytes) -> bool:
+        """The entry vouches for these record bytes, this very sidecar and a delegation
+        that verifies now with the fingerprint it was checked under."""
+        blob = self.cached.get(filename)
+        if blob is None or len(blob) != self.length or blob[cache_file.RECORD] != digest:
+            return False
+        row = cache_file.row_of(blob)
+        if row >= len(self.current) or not self.current[row]:
+            return False  # verified again below, and refused with the reason if it fails
         if self.local:
-            token = self.store.token(self.subdir, filename)
-            if token is None or entry.token != token:
-                return None
-        else:
-            try:
-                found = self.store.get(self.subdir, filename)
-            except VerificationError:
-                return None
-            if found is None or hashlib.sha256(found.data).digest() != entry.attestation:
-                return None
+            if self.dir_fd is None:
+                return False
+            token = self.store.token_bytes(self.subdir, filename, self.dir_fd)
+            return token is not None and token == blob[cache_file.TOKEN_AT]
         try:
-            if self.gate.fingerprint(entry.feedstock) != entry.fingerprint:
-                return None
+            found = self.store.get(self.subdir, filename)
         except VerificationError:
-            return None  # verified again below, and refused with the reason
-        return ("s", entry.signatures, entry.mamba, None)
+            return False
+        return found is not None and (
+            hashlib.sha256(found.data).digest() == blob[cache_file.ATTESTATION]
+        )
 
     def one(self, index: int) -> _Outcome:
         item = self.split.records[index]
         filename = item.filename
         digest = hashlib.sha256(item.raw).digest()
-        hit = self._from_cache(filename, digest) if self.cached else None
-        if hit is not None:
-            return hit
+        if self.cached and self._from_cache(filename, digest):
+            return _HIT
         where = f"{item.section}.{filename}"
         record, float_free = strict_record(memoryview(item.raw), self.split.source, where)
         if not isinstance(record, dict):
@@ -232,8 +235,14 @@ class _Job:
 
     def run(self, start: int, end: int) -> list[_Outcome]:
         state = self.gate.session.state
-        with state.batch() if state is not None else contextlib.nullcontext():
-            return [self.one(i) for i in range(start, end)]
+        self.dir_fd = self.store.directory_of(self.subdir) if self.cached else None
+        try:
+            with state.batch() if state is not None else contextlib.nullcontext():
+                return [self.one(i) for i in range(start, end)]
+        finally:
+            if self.dir_fd is not None:
+                os.close(self.dir_fd)
+                self.dir_fd = None
 
 
 def _kept_signatures(raw: Any, ours: set[str]) -> dict[str, Any]:
@@ -245,6 +254,15 @@ def _kept_signatures(raw: Any, ours: set[str]) -> dict[str, Any]:
     if not isinstance(value, dict):
         return {}
     return {k: v for k, v in value.items() if k not in ours and isinstance(v, dict)}
+
+
+def _still_current(gate: Gate, row: cache_file.Row) -> bool:
+    """The row's feedstock delegation verifies now, with the fingerprint entries were made
+    under (a revoked key, a changed scope or an expired bin: False)."""
+    try:
+        return gate.fingerprint(row.feedstock) == row.fingerprint
+    except VerificationError:
+        return False  # the session remembers the failure; those records are refused
 
 
 def sign_channel(
@@ -272,65 +290,71 @@ def sign_channel(
     key_hexes = [k.public_key_hex for k in keys]
     mamba_hex = mamba_key.public_key_hex if mamba_key else None
 
-    cached: dict[str, cache_file.Entry] = {}
+    cached = cache_file.Cache()
     note: str | None = None
     path = mac = scope = None
     if cache_dir is not None:
         scope = cache_file.scope_of(subdir, store.location, key_hexes, mamba_hex)
         mac = cache_file.mac_key(keys[0])
         path = cache_file.default_cache_path(cache_dir, scope)
-        cached, note = cache_file.load(path, mac, scope)
+        cached, note = cache_file.read(path, mac, scope)
 
     # The feedstock index and the delegations the cache will ask for, verified once here:
     # forked workers inherit them instead of each verifying them again.
     with contextlib.suppress(VerificationError):
         gate.session.feedstock_index()  # a failure is remembered, and reported per record
-    for feedstock in sorted({e.feedstock for e in cached.values()}):
-        # A failure is remembered by the session; those records are checked again, refused.
-        with contextlib.suppress(VerificationError):
-            gate.fingerprint(feedstock)
-    job = _Job(split, subdir, gate, store, keys, mamba_key, cached, policy)
+    current = [_still_current(gate, row) for row in cached.rows]
+    job = _Job(split, subdir, gate, store, keys, mamba_key, cached, current, policy)
     chunks = map_ranges(job.run, len(split.records), jobs, on_chunk=on_progress)
 
     ours = set(key_hexes) | ({mamba_hex} if mamba_hex else set())
     signatures: dict[str, Any] = {}
     missing: list[str] = []
     refused: list[Refusal] = []
-    entries: dict[str, cache_file.Entry] = {}
+    entries: dict[str, bytes] = {}
     observed: list[Observed] = []
     hits = 0
     outcomes = (o for chunk in chunks for o in chunk)
-    for item, outcome in zip(split.records, outcomes, strict=True):
-        name = item.filename
-        if outcome[0] == "u":
-            missing.append(name)
-            continue
-        if outcome[0] == "r":
-            refused.append(Refusal(name, outcome[1], outcome[2]))
-            continue
-        if outcome[0] == "o":
-            _, sigs, mamba, feedstock, why = outcome
-            observed.append(Observed(name, feedstock, why))
-        else:
-            _, sigs, mamba, entry = outcome
-            if entry is None:
+    old = cached.entries
+    kept_from = split.signatures
+    all_hexes = key_hexes + ([mamba_hex] if mamba_hex else [])
+    width = 64 * len(all_hexes)  # a cache hit's signatures, in this order (ed25519: 64 bytes)
+    with collector_paused():
+        for item, outcome in zip(split.records, outcomes, strict=True):
+            name = item.filename
+            if outcome[0] == "c":
                 hits += 1
-                entries[name] = cached[name]
+                blob = entries[name] = old[name]
+                record_sigs = _kept_signatures(kept_from[name], ours) if name in kept_from else {}
+                text = blob[cache_file.SIGS_AT : cache_file.SIGS_AT + width].hex()  # one call
+                for i, hexkey in enumerate(all_hexes):
+                    record_sigs[hexkey] = {"signature": text[i * 128 : i * 128 + 128]}
+                signatures[name] = record_sigs
+                continue
+            if outcome[0] == "s":
+                _, sigs, mamba, entry = outcome
+                entries[name] = cached.pack(entry)
+            elif outcome[0] == "u":
+                missing.append(name)
+                continue
+            elif outcome[0] == "r":
+                refused.append(Refusal(name, outcome[1], outcome[2]))
+                continue
             else:
-                entries[name] = entry
-        record_sigs = {}
-        if name in split.signatures:
-            record_sigs = _kept_signatures(split.signatures[name], ours)
-        for hexkey, sig in zip(key_hexes, sigs, strict=True):
-            record_sigs[hexkey] = {"signature": sig.hex()}
-        if mamba is not None and mamba_hex is not None:
-            record_sigs[mamba_hex] = {"signature": mamba.hex()}
-        signatures[name] = record_sigs
+                _, sigs, mamba, feedstock, why = outcome
+                observed.append(Observed(name, feedstock, why))
+            record_sigs = _kept_signatures(kept_from[name], ours) if name in kept_from else {}
+            for hexkey, sig in zip(key_hexes, sigs, strict=True):
+                record_sigs[hexkey] = {"signature": sig.hex()}
+            if mamba is not None and mamba_hex is not None:
+                record_sigs[mamba_hex] = {"signature": mamba.hex()}
+            signatures[name] = record_sigs
     if path is not None and mac is not None and scope is not None:
-        cache_file.save(path, mac, scope, entries)
+        cached.entries = entries
+        cache_file.write(path, mac, scope, cached)
     dropped = missing + [r.file for r in refused] if unattested == "drop" else []
     return ChannelSignResult(
         subdir, len(split.records), len(signatures), missing, refused, signatures, dropped,
-        cached=hits, cache_note=note if cached == {} and note != "no cache yet" else None,
+        cached=hits, cache_note=note if note != "no cache yet" else None,
         observed=observed if policy is not None else None, _split=split,
     )  # fmt: skip

@@ -244,18 +244,22 @@ def read_repodata(path: Path, *, members: bool = True) -> SplitRepodata:
     signatures, about twice as fast; a document it cannot read takes the full path, which
     names the member at fault.
     """
+    return split_repodata(read_repodata_bytes(path), str(path), members=members)
+
+
+def read_repodata_bytes(path: Path) -> bytes:
+    """The bytes of a repodata file named by the user, under the cap (FormatError: exit 2)."""
     source = str(path)
     try:
         if path.stat().st_size > MAX_REPODATA:
             raise FormatError(source, "", f"larger than the {MAX_REPODATA}-byte cap")
-        data = path.read_bytes()
+        return path.read_bytes()
     except FileNotFoundError:
         raise FormatError(source, "", "no such file") from None
     except IsADirectoryError:
         raise FormatError(source, "", "is a directory") from None
     except OSError as exc:
         raise FormatError(source, "", f"cannot read: {exc.strerror}") from None
-    return split_repodata(data, source, members=members)
 
 
 def split_repodata(data: bytes, source: str, *, members: bool = True) -> SplitRepodata:

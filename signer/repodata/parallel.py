@@ -7,10 +7,11 @@ Private keys therefore never leave memory: no pickling, no files.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 R = TypeVar("R")
@@ -21,6 +22,21 @@ _task: Callable[[int, int], Any] | None = None
 def _run(bounds: tuple[int, int]) -> Any:
     assert _task is not None
     return _task(*bounds)
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """No cyclic collection inside: bulk loops that build hundreds of thousands of small,
+    acyclic containers (a record's signature entries) would otherwise trigger full
+    collections over everything alive, about half their time. Reference counting still
+    frees what they drop."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def default_jobs() -> int:
