@@ -320,8 +320,10 @@ def test_current_repodata_is_signed_beside_the_full_repodata(
         "--current-upstream", f"{url}/linux-64/current_repodata.json",
     )  # fmt: skip
     assert code == 0, out + err
-    code, out, err = run_cli("service", "channel", "refresh", "--db", world.db_url,
-                             "--publish-dir", world.publish_dir, "--jobs", "2", "--json")  # fmt: skip
+    code, out, err = run_cli(
+        "service", "channel", "refresh", "--db", world.db_url,
+        "--publish-dir", world.publish_dir, "--jobs", "2", "--json",
+    )  # fmt: skip
     assert code == 0, out + err
     results = {(r["subdir"], r["document"]): r for r in json.loads(out)["results"]}
     assert set(results) == {("linux-64", "repodata.json"), ("linux-64", "current_repodata.json")}
