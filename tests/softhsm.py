@@ -62,7 +62,17 @@ class SoftHsm:
         import pkcs11
         from pkcs11 import Attribute, KeyType, Mechanism
 
-        lib = pkcs11.lib(self.module)
+        # The library reads SOFTHSM2_CONF when it loads: this token directory, not the
+        # process's (a module-scoped fixture does not set the environment).
+        before = os.environ.get("SOFTHSM2_CONF")
+        os.environ["SOFTHSM2_CONF"] = str(self.conf)
+        try:
+            lib = pkcs11.lib(self.module)
+        finally:
+            if before is None:
+                os.environ.pop("SOFTHSM2_CONF", None)
+            else:
+                os.environ["SOFTHSM2_CONF"] = before
         try:
             token = lib.get_token(token_label=token_label)
             with token.open(rw=True, user_pin=USER_PIN) as session:
