@@ -137,7 +137,10 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _service_demo(base: Path, repo: Any, keys: Path, libs: list[Path], root_file: Path) -> None:
-    """init -> token -> serve -> register a feedstock -> submit -> verify over HTTP."""
+    """init -> token -> serve -> register a feedstock -> submit -> verify over HTTP, then a
+    signed overlay of the demo channel."""
+    import urllib.request
+
     service = base / "service"
     db = ("--db", f"sqlite:///{(service / 'cf-sign.db').resolve()}")
     publish = ("--publish-dir", service / "trust")
@@ -160,7 +163,46 @@ def _service_demo(base: Path, repo: Any, keys: Path, libs: list[Path], root_file
         copies = [Path(shutil.copy(p, downloads / p.name)) for p in libs]
         _run("verify", *copies, "--trust", f"{url}/trust", "--root", root_file,
              "--state-dir", base / "state-service")  # fmt: skip
+
+        _step("7. A signed overlay of the demo channel: attested records signed for every "
+              "conda and mamba user, packages still from upstream")  # fmt: skip
+        with _upstream(base / "channel") as upstream:
+            _run("service", "channel", "add", "demo", "--subdir", "linux-64",
+                 "--upstream", upstream, *db)  # fmt: skip
+            _run("service", "channel", "refresh", "demo", *db, *publish)
+            overlay = f"{url}/trust/channels/demo/linux-64/repodata.json"
+            local = base / "overlay-linux-64.json"
+            with urllib.request.urlopen(overlay, timeout=60) as response:
+                local.write_bytes(response.read())
+            print(f"downloaded {overlay}")
+            # demo-app has no attestation (and no feedstock at the service): left unsigned.
+            _run("repodata", "verify", local, "--trust", f"{url}/trust", "--root", root_file,
+                 "--state-dir", base / "state-service", "--allow-unsigned")  # fmt: skip
     print(f"(server stopped; run it again with: cf-sign serve {' '.join(map(str, db + publish))})")
+
+
+@contextlib.contextmanager
+def _upstream(directory: Path) -> Iterator[str]:
+    """The demo channel on a loopback HTTP server, as conda.anaconda.org serves one."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(directory))
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    print(f"(upstream channel: {directory} served at {url}/)")
+    try:
+        yield url
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def _capture(*args: object) -> str:
