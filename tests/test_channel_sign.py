@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_feedstock_support import World, make_world
+from test_feedstock_support import World, index_of, make_world, resign
 
 from signer.channel import cache as cache_file
 from signer.channel.document import split_strict
@@ -457,3 +457,104 @@ def test_cache_file_keeps_entries_exactly(tmp_path: Path) -> None:
         cache_file.load(path, b"j" * 32, scope)[1]
         == "MAC does not verify (other keys, or modified)"
     )
+
+
+def _bin_files(world: World) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in (world.trust / "feedstocks").glob("*.json")
+            if p.name != "index.json"}  # fmt: skip
+
+
+def _bins_file(world: World) -> Path:
+    files = list((world.state / "channel-sign").glob("*.bins"))
+    assert len(files) == 1
+    return files[0]
+
+
+def test_verified_bins_are_kept_between_runs_under_the_mac(
+    channel: Channel, world: World, cli: Callable[..., Any]
+) -> None:
+    """The bins a run verified are kept beside the cache. Control: with every bin file gone
+    from the trust repository (the index, fetched and verified again, unchanged) a re-run
+    still signs, so the kept bins are what it used. Attack: the same file with one byte
+    flipped (bad MAC) is ignored, and the missing bins then refuse every record."""
+    assert cli(*channel.args()).code == 0
+    first = channel.out.read_bytes()
+    kept = _bins_file(world)
+    bins = _bin_files(world)
+    for path in bins:
+        path.unlink()
+
+    res = cli(*channel.args("--json"))  # control: the kept bins are used
+    assert res.code == 0 and _report(res.out)["signed"] == 3, res.out
+    assert channel.out.read_bytes() == first
+
+    data = bytearray(kept.read_bytes())
+    data[len(data) // 2] ^= 1
+    kept.write_bytes(bytes(data))
+    res = cli(*channel.args("--json"))
+    assert res.code == 0
+    report = _report(res.out)
+    assert report["signed"] == 0 and {r["check"] for r in report["refused"]} == {"missing"}
+    assert not _signed_names(channel.out)
+
+
+def test_a_kept_bin_the_index_no_longer_pins_is_not_used(
+    channel: Channel, world: World, cli: Callable[..., Any]
+) -> None:
+    """Attack: numpy's key is revoked after a run kept numpy's bin (under the right MAC,
+    with the old key, which would accept the old sidecar). The new index pins the bin's new
+    sha256, so the kept one no longer counts: numpy's records are refused. Control: another
+    feedstock's records are still signed from the same kept file."""
+    assert cli(*channel.args()).code == 0
+    from signer.keys import generate_key
+    from signer.trust.feedstocks import bin_id
+
+    generate_key("numpy2", world.fkeys)
+    entries = world.default_entries()
+    entries["numpy"]["keys"] = ["keys/numpy2.pub"]
+    world.write_source(entries)
+    assert world.publish() == 0
+    res = cli(*channel.args("--json"))
+    assert res.code == 0
+    report = _report(res.out)
+    refused = {r["file"]: r["check"] for r in report["refused"]}
+    assert refused == {"numpy-1.0-h0_0.conda": "signature",
+                       "numpy-base-1.0-h0_0.conda": "signature"}  # fmt: skip
+    bins = index_of(world)["bins"]
+    if bin_id("llvmdev", bins) != bin_id("numpy", bins):
+        assert _signed_names(channel.out) == {"libllvm17-1.0-h0_0.tar.bz2"}  # control
+
+
+def test_a_kept_bin_is_refused_once_expired(
+    channel: Channel, world: World, cli: Callable[..., Any]
+) -> None:
+    """Attack: a kept bin past its expiry, the index re-signed to outlive it and the bin
+    files gone from the trust repository (only the kept copies remain): refused, check
+    `expired`. Control: the same run a day before the bin's expiry signs everything."""
+    from datetime import timedelta
+
+    from signer.trust.timefmt import format_time, parse_time
+
+    assert cli(*channel.args()).code == 0
+    expiry = max(json.loads(b)["signed"]["expiration"] for b in _bin_files(world).values())
+    expires = parse_time(expiry, "test", "expiration")
+    index = world.trust / "feedstocks" / "index.json"
+    key_mgr = world.repo.key_mgr_key
+    assert key_mgr is not None
+
+    def outlive(signed: dict[str, Any]) -> None:
+        signed["expiration"] = format_time(expires + timedelta(days=100))
+        signed["version"] += 1
+
+    resign(index, [key_mgr], outlive)
+    for path in _bin_files(world):
+        path.unlink()
+    before = format_time(expires - timedelta(days=1))
+    res = cli(*channel.args("--json", "--at", before))
+    assert res.code == 0 and _report(res.out)["signed"] == 3, res.out  # control
+    after = format_time(expires + timedelta(days=1))
+    res = cli(*channel.args("--json", "--at", after))
+    assert res.code == 0
+    report = _report(res.out)
+    assert report["signed"] == 0, report
+    assert {r["check"] for r in report["refused"]} == {"expired"}, report

@@ -36,6 +36,7 @@ from signer.channel.attestations import AttestationStore
 from signer.channel.document import info_subdir, pieces_without, strict_record
 from signer.channel.gate import Gate
 from signer.channel.stages import StagePolicy
+from signer.client.session import BinKey
 from signer.repodata.document import SplitRepodata
 from signer.repodata.parallel import collector_paused, map_ranges
 from signer.repodata.profiles import conda_message, mamba_message
@@ -265,6 +266,21 @@ def _still_current(gate: Gate, row: cache_file.Row) -> bool:
         return False  # the session remembers the failure; those records are refused
 
 
+def _keep_bins(
+    gate: Gate, cached: cache_file.Cache, stored: set[BinKey], path: Path, mac: bytes,
+    scope: bytes,
+) -> None:  # fmt: skip
+    """Keep the bins the cache's rows need, verified, for the next run (written only when
+    they changed). After a first run the workers verified them, not this process: resolve
+    the rows' feedstocks here once, so the next run need not."""
+    for row in cached.rows:
+        with contextlib.suppress(VerificationError):
+            gate.session.delegation(row.feedstock)
+    bins = gate.session.verified_bins()
+    if {k for k, _ in bins} != stored:
+        cache_file.write_bins(path, mac, scope, bins)
+
+
 def sign_channel(
     split: SplitRepodata,
     gate: Gate,
@@ -293,11 +309,15 @@ def sign_channel(
     cached = cache_file.Cache()
     note: str | None = None
     path = mac = scope = None
+    stored_bins: set[BinKey] = set()
     if cache_dir is not None:
         scope = cache_file.scope_of(subdir, store.location, key_hexes, mamba_hex)
         mac = cache_file.mac_key(keys[0])
         path = cache_file.default_cache_path(cache_dir, scope)
         cached, note = cache_file.read(path, mac, scope)
+        bins, _ = cache_file.read_bins(cache_file.bins_path(path), mac, scope)
+        gate.session.adopt_bins(bins)  # used only where the index verified now pins them
+        stored_bins = {k for k, _ in bins}
 
     # The feedstock index and the delegations the cache will ask for, verified once here:
     # forked workers inherit them instead of each verifying them again.
@@ -352,6 +372,7 @@ def sign_channel(
     if path is not None and mac is not None and scope is not None:
         cached.entries = entries
         cache_file.write(path, mac, scope, cached)
+        _keep_bins(gate, cached, stored_bins, cache_file.bins_path(path), mac, scope)
     dropped = missing + [r.file for r in refused] if unattested == "drop" else []
     return ChannelSignResult(
         subdir, len(split.records), len(signatures), missing, refused, signatures, dropped,
