@@ -334,6 +334,54 @@ def test_duplicate_in_a_big_section_is_found() -> None:
         split_strict(dup, "big")
 
 
+_REC = b'{"name": "a", "version": "1", "build": "0"}'
+
+
+@pytest.mark.parametrize(
+    ("level", "body"),
+    [
+        ("(top level)", b'"info": {"subdir": "noarch"}, "x\\b\xc3\xa9": 1, "x\\b\xc3\xa9": 2'),
+        ("packages", b'"info": {"subdir": "noarch"}, "packages": {"a-1-0.tar.bz2": R, '
+                     b'"a-1-0.tar.bz2": R}, "packages.conda": {"t\\tab\\n-1-0.conda": R}'),
+        ("packages.conda", b'"info": {"subdir": "noarch"}, "packages.conda": {"a-1-0.conda": '
+                           b'R, "\\"q\\"-1-0.conda": R, "a-1-0.conda": R}'),
+        ("signatures", b'"info": {"subdir": "noarch"}, "packages.conda": {"a-1-0.conda": R}, '
+                       b'"signatures": {"a-1-0.conda": {}, "a-1-0.conda": {"k": 1}}'),
+    ],
+)  # fmt: skip
+def test_a_duplicate_at_any_level_is_named_whatever_the_other_levels_hold(
+    level: str, body: bytes
+) -> None:
+    """The split counts the whole document and the leaves once and sums the per-object
+    excesses, which are never negative: keys at other levels spelt with short escapes or
+    raw UTF-8 (orjson's own, shortest spelling: no excess) cannot hide a duplicate.
+    Control: the same document with the duplicate's first copy removed splits."""
+    doc = b"{" + body.replace(b"R", _REC) + b"}"
+    with pytest.raises(FormatError, match="duplicate key") as caught:
+        split_strict(doc, "hostile")
+    assert caught.value.field == level
+    dup = {
+        "(top level)": b'"x\\b\xc3\xa9": 1, ',
+        "packages": b'"a-1-0.tar.bz2": R, ',
+        "packages.conda": b'"a-1-0.conda": R, ',
+        "signatures": b'"a-1-0.conda": {}, ',
+    }[level]
+    once = b"{" + body.replace(dup, b"", 1).replace(b"R", _REC) + b"}"
+    assert split_strict(once, "control").top.keys() == json.loads(once).keys()
+
+
+def test_needless_escapes_are_refused_and_shortest_spellings_pass() -> None:
+    """A key spelt longer than its shortest form (`\\u0008` for `\\b`, `\\/`) is
+    refused like a duplicate; the shortest forms, at every level, pass."""
+    ok = (b'{"info": {"subdir": "noarch"}, "\\b\\f\\r\\u0001\xc3\xa9": 1, '
+          b'"packages.conda": {"\\"x\\\\-1-0.conda": ' + _REC + b"}}")  # fmt: skip
+    assert len(split_strict(ok, "ok").records) == 1
+    for longer in (b'"\\u0008"', b'"\\/"', b'"\\u0061"'):
+        bad = ok.replace(b'"info"', longer + b': 0, "info"')
+        with pytest.raises(FormatError, match="duplicate key"):
+            split_strict(bad, "escaped")
+
+
 def test_key_not_delegated_is_refused(channel: Channel, world: World,
                                       cli: Callable[..., Any]) -> None:  # fmt: skip
     args = channel.args()
