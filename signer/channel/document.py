@@ -36,7 +36,9 @@ _WS = (b" ", b"\n", b"\r", b"\t")
 
 def _non_ws(data: bytes | memoryview) -> int:
     view = data if isinstance(data, bytes) else bytes(data)
-    return len(view) - sum(view.count(c) for c in _WS)
+    # `in` is a memchr, several times faster than `count`'s loop: a whitespace byte the
+    # document lacks (newlines in compact JSON) costs no count.
+    return len(view) - sum(view.count(c) for c in _WS if c in view)
 
 
 # Keys that orjson writes as `"` key `"` with nothing escaped and no whitespace inside.

@@ -160,20 +160,42 @@ class _Job:
         self.local = store.directory is not None
         self.dir_fd: int | None = None
 
-    def _from_cache(self, filename: str, digest: bytes) -> bool:
-        """The entry vouches for these record bytes, this very sidecar and a delegation
-        that verifies now with the fingerprint it was checked under."""
-        blob = self.cached.get(filename)
-        if blob is None or len(blob) != self.length or blob[cache_file.RECORD] != digest:
-            return False
-        row = cache_file.row_of(blob)
-        if row >= len(self.current) or not self.current[row]:
-            return False  # verified again below, and refused with the reason if it fails
-        if self.local:
-            if self.dir_fd is None:
-                return False
-            token = self.store.token_bytes(self.subdir, filename, self.dir_fd)
-            return token is not None and token == blob[cache_file.TOKEN_AT]
+    def _hits(self, start: int, end: int) -> list[bool]:
+        """Which records of [start, end) the cache vouches for: an entry for these record
+        bytes (same sha256), of a row whose delegation verifies now with the fingerprint it
+        was checked under, and this very sidecar (same token of the local file, or the same
+        bytes fetched). The local sidecars are stat'ed in one call."""
+        records, cached, length, current = (
+            self.split.records,
+            self.cached,
+            self.length,
+            self.current,
+        )
+        hits = [False] * (end - start)
+        names: list[str] = []
+        found: list[tuple[int, bytes]] = []
+        for i in range(start, end):
+            item = records[i]
+            blob = cached.get(item.filename)
+            if blob is None or len(blob) != length:
+                continue
+            if blob[cache_file.RECORD] != hashlib.sha256(item.raw).digest():
+                continue
+            row = cache_file.row_of(blob)
+            if row >= len(current) or not current[row]:
+                continue  # verified again, and refused with the reason if it fails
+            names.append(item.filename)
+            found.append((i - start, blob))
+        if not self.local:
+            for (at, blob), filename in zip(found, names, strict=True):
+                hits[at] = self._same_remote(filename, blob)
+        elif self.dir_fd is not None:
+            tokens = self.store.tokens_bytes(names, self.dir_fd)
+            for (at, blob), token in zip(found, tokens, strict=True):
+                hits[at] = token is not None and token == blob[cache_file.TOKEN_AT]
+        return hits
+
+    def _same_remote(self, filename: str, blob: bytes) -> bool:
         try:
             found = self.store.get(self.subdir, filename)
         except VerificationError:
@@ -186,8 +208,6 @@ class _Job:
         item = self.split.records[index]
         filename = item.filename
         digest = hashlib.sha256(item.raw).digest()
-        if self.cached and self._from_cache(filename, digest):
-            return _HIT
         where = f"{item.section}.{filename}"
         record, float_free = strict_record(memoryview(item.raw), self.split.source, where)
         if not isinstance(record, dict):
@@ -239,7 +259,11 @@ class _Job:
         self.dir_fd = self.store.directory_of(self.subdir) if self.cached else None
         try:
             with state.batch() if state is not None else contextlib.nullcontext():
-                return [self.one(i) for i in range(start, end)]
+                hits = self._hits(start, end) if self.cached else [False] * (end - start)
+                return [
+                    _HIT if hit else self.one(i)
+                    for i, hit in zip(range(start, end), hits, strict=True)
+                ]
         finally:
             if self.dir_fd is not None:
                 os.close(self.dir_fd)
