@@ -179,6 +179,17 @@ def test_bad_attestations_are_refused_with_the_check(world: World, cli: Callable
     assert _signed_names(ch.out) == {good.name}  # control: the valid one is signed
 
 
+def _revoke_numpy_key(world: World) -> None:
+    """numpy's key replaced by a new one, the delegations published again."""
+    from signer.keys import generate_key
+
+    generate_key("numpy2", world.fkeys)
+    entries = world.default_entries()
+    entries["numpy"]["keys"] = ["keys/numpy2.pub"]
+    world.write_source(entries)
+    assert world.publish() == 0
+
+
 def test_revoked_key_is_refused_even_when_cached(world: World, cli: Callable[..., Any]) -> None:
     ch = Channel(world)
     pkg = ch.add("numpy", "numpy")
@@ -187,13 +198,7 @@ def test_revoked_key_is_refused_even_when_cached(world: World, cli: Callable[...
     assert res.code == 0 and _report(res.out)["signed"] == 1
     # numpy's key is replaced (revoked): the delegation changes, the old sidecar no longer
     # meets it, and the cached verdict is not reused.
-    from signer.keys import generate_key
-
-    generate_key("numpy2", world.fkeys)
-    entries = world.default_entries()
-    entries["numpy"]["keys"] = ["keys/numpy2.pub"]
-    world.write_source(entries)
-    assert world.publish() == 0
+    _revoke_numpy_key(world)
     res = cli(*ch.args("--json"))
     assert res.code == 0
     report = _report(res.out)
@@ -229,8 +234,9 @@ def test_cache_makes_reruns_skip_work_and_follows_changes(
     assert "numpy-base-1.0-h0_0.conda" not in _signed_names(channel.out)
 
 
-def _only_cache(world: World) -> Path:
-    files = list((world.state / "channel-sign").glob("*.cache"))
+def _only_cache(world: World, suffix: str = ".cache") -> Path:
+    """The one cache file (or, with suffix ".bins", the verified bins beside it)."""
+    files = list((world.state / "channel-sign").glob(f"*{suffix}"))
     assert len(files) == 1
     return files[0]
 
@@ -512,12 +518,6 @@ def _bin_files(world: World) -> dict[Path, bytes]:
             if p.name != "index.json"}  # fmt: skip
 
 
-def _bins_file(world: World) -> Path:
-    files = list((world.state / "channel-sign").glob("*.bins"))
-    assert len(files) == 1
-    return files[0]
-
-
 def test_verified_bins_are_kept_between_runs_under_the_mac(
     channel: Channel, world: World, cli: Callable[..., Any]
 ) -> None:
@@ -527,7 +527,7 @@ def test_verified_bins_are_kept_between_runs_under_the_mac(
     flipped (bad MAC) is ignored, and the missing bins then refuse every record."""
     assert cli(*channel.args()).code == 0
     first = channel.out.read_bytes()
-    kept = _bins_file(world)
+    kept = _only_cache(world, ".bins")
     bins = _bin_files(world)
     for path in bins:
         path.unlink()
@@ -553,15 +553,10 @@ def test_a_kept_bin_the_index_no_longer_pins_is_not_used(
     with the old key, which would accept the old sidecar). The new index pins the bin's new
     sha256, so the kept one no longer counts: numpy's records are refused. Control: another
     feedstock's records are still signed from the same kept file."""
-    assert cli(*channel.args()).code == 0
-    from signer.keys import generate_key
     from signer.trust.feedstocks import bin_id
 
-    generate_key("numpy2", world.fkeys)
-    entries = world.default_entries()
-    entries["numpy"]["keys"] = ["keys/numpy2.pub"]
-    world.write_source(entries)
-    assert world.publish() == 0
+    assert cli(*channel.args()).code == 0
+    _revoke_numpy_key(world)
     res = cli(*channel.args("--json"))
     assert res.code == 0
     report = _report(res.out)
