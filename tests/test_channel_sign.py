@@ -601,3 +601,29 @@ def test_a_kept_bin_is_refused_once_expired(
     report = _report(res.out)
     assert report["signed"] == 0, report
     assert {r["check"] for r in report["refused"]} == {"expired"}, report
+
+
+def test_a_cached_rerun_of_its_own_output_keeps_other_keys_signatures(
+    channel: Channel, world: World, cli: Callable[..., Any]
+) -> None:
+    """Signing the signed document again, every record from the cache: the same bytes,
+    except that another key's signature entry on one record (co-signing) is kept beside
+    ours, and the document still verifies."""
+    assert cli(*channel.args()).code == 0
+    signed = channel.out.read_bytes()
+    channel.repodata.write_bytes(signed)
+    res = cli(*channel.args())
+    assert res.code == 0 and "(3 unchanged since the last run)" in res.out, res.out
+    assert channel.out.read_bytes() == signed
+    other = {"signature": "ab" * 64}
+    at = b'"numpy-1.0-h0_0.conda":{'  # in the compact signatures member only
+    assert signed.count(at) == 1
+    cosigned = f'"{"cd" * 32}":{json.dumps(other)},'.encode()
+    channel.repodata.write_bytes(signed.replace(at, at + cosigned))  # records' bytes as they were
+    res = cli(*channel.args())
+    assert res.code == 0 and "(3 unchanged since the last run)" in res.out, res.out
+    again = json.loads(channel.out.read_bytes())
+    assert again["signatures"]["numpy-1.0-h0_0.conda"]["cd" * 32] == other
+    del again["signatures"]["numpy-1.0-h0_0.conda"]["cd" * 32]
+    assert again == json.loads(signed)
+    assert verify_repodata(read_repodata(channel.out), _pkg_mgr(world)).valid == 3

@@ -363,14 +363,24 @@ def sign_channel(
     kept_from = split.signatures
     all_hexes = key_hexes + ([mamba_hex] if mamba_hex else [])
     width = 64 * len(all_hexes)  # a cache hit's signatures, in this order (ed25519: 64 bytes)
+    # A hit without other keys' signatures is written as the bytes orjson makes of
+    # {key: {"signature": hex}} (compact, keys sorted, as `pieces` writes the member), from
+    # a template made once: no dicts per record to build and serialise again.
+    order = sorted(range(len(all_hexes)), key=all_hexes.__getitem__)
+    template = "{" + ",".join(f'"{all_hexes[i]}":{{"signature":"%s"}}' for i in order) + "}"
+    slots = [slice(i * 128, i * 128 + 128) for i in order]
     with collector_paused():
         for item, outcome in zip(split.records, outcomes, strict=True):
             name = item.filename
             if outcome[0] == "c":
                 hits += 1
                 blob = entries[name] = old[name]
-                record_sigs = _kept_signatures(kept_from[name], ours) if name in kept_from else {}
                 text = blob[cache_file.SIGS_AT : cache_file.SIGS_AT + width].hex()  # one call
+                if name not in kept_from:
+                    own = template % tuple(text[at] for at in slots)
+                    signatures[name] = orjson.Fragment(own.encode())
+                    continue
+                record_sigs = _kept_signatures(kept_from[name], ours)
                 for i, hexkey in enumerate(all_hexes):
                     record_sigs[hexkey] = {"signature": text[i * 128 : i * 128 + 128]}
                 signatures[name] = record_sigs
