@@ -155,7 +155,8 @@ class _Job:
         self.split, self.subdir, self.gate, self.store = split, subdir, gate, store
         self.keys, self.mamba_key, self.policy = keys, mamba_key, policy
         self.cached = cached.entries
-        self.current = current  # per cache row: its delegation verifies now, same fingerprint
+        # The rows (as packed in entries) whose delegation verifies now, same fingerprint.
+        self.rows = frozenset(i.to_bytes(4, "little") for i, ok in enumerate(current) if ok)
         self.length = cache_file.packed_length(len(keys), mamba_key is not None)
         self.local = store.directory is not None
         self.dir_fd: int | None = None
@@ -165,27 +166,19 @@ class _Job:
         bytes (same sha256), of a row whose delegation verifies now with the fingerprint it
         was checked under, and this very sidecar (same token of the local file, or the same
         bytes fetched). The local sidecars are stat'ed in one call."""
-        records, cached, length, current = (
-            self.split.records,
-            self.cached,
-            self.length,
-            self.current,
-        )
+        records, get, length, rows = self.split.records, self.cached.get, self.length, self.rows
+        sha256, record_at, row_at = hashlib.sha256, cache_file.RECORD, cache_file.ROW_AT
         hits = [False] * (end - start)
         names: list[str] = []
         found: list[tuple[int, bytes]] = []
         for i in range(start, end):
             item = records[i]
-            blob = cached.get(item.filename)
-            if blob is None or len(blob) != length:
-                continue
-            if blob[cache_file.RECORD] != hashlib.sha256(item.raw).digest():
-                continue
-            row = cache_file.row_of(blob)
-            if row >= len(current) or not current[row]:
-                continue  # verified again, and refused with the reason if it fails
-            names.append(item.filename)
-            found.append((i - start, blob))
+            blob = get(item.filename)
+            if blob is None or len(blob) != length or blob[row_at] not in rows:
+                continue  # a row not current is verified again, and refused if it fails
+            if blob[record_at] == sha256(item.raw).digest():
+                names.append(item.filename)
+                found.append((i - start, blob))
         if not self.local:
             for (at, blob), filename in zip(found, names, strict=True):
                 hits[at] = self._same_remote(filename, blob)
