@@ -20,6 +20,7 @@ since the last run costs a hash and a stat.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import hashlib
 import os
@@ -360,19 +361,23 @@ def sign_channel(
     # {key: {"signature": hex}} (compact, keys sorted, as `pieces` writes the member), from
     # a template made once: no dicts per record to build and serialise again.
     order = sorted(range(len(all_hexes)), key=all_hexes.__getitem__)
-    template = "{" + ",".join(f'"{all_hexes[i]}":{{"signature":"%s"}}' for i in order) + "}"
-    slots = [slice(i * 128, i * 128 + 128) for i in order]
+    own_json = "{" + ",".join(f'"{all_hexes[i]}":{{"signature":"%s"}}' for i in order) + "}"
+    own_template = own_json.encode()
+    slots = [slice(i * 128, i * 128 + 128) for i in order]  # in the hex of the signatures
+    sigs_at = slice(cache_file.SIGS_AT, cache_file.SIGS_AT + width)
     with collector_paused():
         for item, outcome in zip(split.records, outcomes, strict=True):
             name = item.filename
             if outcome[0] == "c":
                 hits += 1
                 blob = entries[name] = old[name]
-                text = blob[cache_file.SIGS_AT : cache_file.SIGS_AT + width].hex()  # one call
                 if name not in kept_from:
-                    own = template % tuple(text[at] for at in slots)
-                    signatures[name] = orjson.Fragment(own.encode())
+                    hexed = binascii.hexlify(blob[sigs_at])
+                    signatures[name] = orjson.Fragment(
+                        own_template % tuple(map(hexed.__getitem__, slots))
+                    )
                     continue
+                text = blob[sigs_at].hex()  # one call
                 record_sigs = _kept_signatures(kept_from[name], ours)
                 for i, hexkey in enumerate(all_hexes):
                     record_sigs[hexkey] = {"signature": text[i * 128 : i * 128 + 128]}
