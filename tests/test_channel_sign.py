@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_feedstock_support import World, make_world
+from test_feedstock_support import World, index_of, make_world, resign
 
 from signer.channel import cache as cache_file
 from signer.channel.document import split_strict
@@ -179,6 +179,17 @@ def test_bad_attestations_are_refused_with_the_check(world: World, cli: Callable
     assert _signed_names(ch.out) == {good.name}  # control: the valid one is signed
 
 
+def _revoke_numpy_key(world: World) -> None:
+    """numpy's key replaced by a new one, the delegations published again."""
+    from signer.keys import generate_key
+
+    generate_key("numpy2", world.fkeys)
+    entries = world.default_entries()
+    entries["numpy"]["keys"] = ["keys/numpy2.pub"]
+    world.write_source(entries)
+    assert world.publish() == 0
+
+
 def test_revoked_key_is_refused_even_when_cached(world: World, cli: Callable[..., Any]) -> None:
     ch = Channel(world)
     pkg = ch.add("numpy", "numpy")
@@ -187,13 +198,7 @@ def test_revoked_key_is_refused_even_when_cached(world: World, cli: Callable[...
     assert res.code == 0 and _report(res.out)["signed"] == 1
     # numpy's key is replaced (revoked): the delegation changes, the old sidecar no longer
     # meets it, and the cached verdict is not reused.
-    from signer.keys import generate_key
-
-    generate_key("numpy2", world.fkeys)
-    entries = world.default_entries()
-    entries["numpy"]["keys"] = ["keys/numpy2.pub"]
-    world.write_source(entries)
-    assert world.publish() == 0
+    _revoke_numpy_key(world)
     res = cli(*ch.args("--json"))
     assert res.code == 0
     report = _report(res.out)
@@ -229,8 +234,9 @@ def test_cache_makes_reruns_skip_work_and_follows_changes(
     assert "numpy-base-1.0-h0_0.conda" not in _signed_names(channel.out)
 
 
-def _only_cache(world: World) -> Path:
-    files = list((world.state / "channel-sign").glob("*.cache"))
+def _only_cache(world: World, suffix: str = ".cache") -> Path:
+    """The one cache file (or, with suffix ".bins", the verified bins beside it)."""
+    files = list((world.state / "channel-sign").glob(f"*{suffix}"))
     assert len(files) == 1
     return files[0]
 
@@ -332,6 +338,54 @@ def test_duplicate_in_a_big_section_is_found() -> None:
     dup = body.replace(b'"p5-1-0.conda"', b'"p4-1-0.conda"', 1)
     with pytest.raises(FormatError, match="duplicate key"):
         split_strict(dup, "big")
+
+
+_REC = b'{"name": "a", "version": "1", "build": "0"}'
+
+
+@pytest.mark.parametrize(
+    ("level", "body"),
+    [
+        ("(top level)", b'"info": {"subdir": "noarch"}, "x\\b\xc3\xa9": 1, "x\\b\xc3\xa9": 2'),
+        ("packages", b'"info": {"subdir": "noarch"}, "packages": {"a-1-0.tar.bz2": R, '
+                     b'"a-1-0.tar.bz2": R}, "packages.conda": {"t\\tab\\n-1-0.conda": R}'),
+        ("packages.conda", b'"info": {"subdir": "noarch"}, "packages.conda": {"a-1-0.conda": '
+                           b'R, "\\"q\\"-1-0.conda": R, "a-1-0.conda": R}'),
+        ("signatures", b'"info": {"subdir": "noarch"}, "packages.conda": {"a-1-0.conda": R}, '
+                       b'"signatures": {"a-1-0.conda": {}, "a-1-0.conda": {"k": 1}}'),
+    ],
+)  # fmt: skip
+def test_a_duplicate_at_any_level_is_named_whatever_the_other_levels_hold(
+    level: str, body: bytes
+) -> None:
+    """The split counts the whole document and the leaves once and sums the per-object
+    excesses, which are never negative: keys at other levels spelt with short escapes or
+    raw UTF-8 (orjson's own, shortest spelling: no excess) cannot hide a duplicate.
+    Control: the same document with the duplicate's first copy removed splits."""
+    doc = b"{" + body.replace(b"R", _REC) + b"}"
+    with pytest.raises(FormatError, match="duplicate key") as caught:
+        split_strict(doc, "hostile")
+    assert caught.value.field == level
+    dup = {
+        "(top level)": b'"x\\b\xc3\xa9": 1, ',
+        "packages": b'"a-1-0.tar.bz2": R, ',
+        "packages.conda": b'"a-1-0.conda": R, ',
+        "signatures": b'"a-1-0.conda": {}, ',
+    }[level]
+    once = b"{" + body.replace(dup, b"", 1).replace(b"R", _REC) + b"}"
+    assert split_strict(once, "control").top.keys() == json.loads(once).keys()
+
+
+def test_needless_escapes_are_refused_and_shortest_spellings_pass() -> None:
+    """A key spelt longer than its shortest form (`\\u0008` for `\\b`, `\\/`) is
+    refused like a duplicate; the shortest forms, at every level, pass."""
+    ok = (b'{"info": {"subdir": "noarch"}, "\\b\\f\\r\\u0001\xc3\xa9": 1, '
+          b'"packages.conda": {"\\"x\\\\-1-0.conda": ' + _REC + b"}}")  # fmt: skip
+    assert len(split_strict(ok, "ok").records) == 1
+    for longer in (b'"\\u0008"', b'"\\/"', b'"\\u0061"'):
+        bad = ok.replace(b'"info"', longer + b': 0, "info"')
+        with pytest.raises(FormatError, match="duplicate key"):
+            split_strict(bad, "escaped")
 
 
 def test_key_not_delegated_is_refused(channel: Channel, world: World,
@@ -457,3 +511,119 @@ def test_cache_file_keeps_entries_exactly(tmp_path: Path) -> None:
         cache_file.load(path, b"j" * 32, scope)[1]
         == "MAC does not verify (other keys, or modified)"
     )
+
+
+def _bin_files(world: World) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in (world.trust / "feedstocks").glob("*.json")
+            if p.name != "index.json"}  # fmt: skip
+
+
+def test_verified_bins_are_kept_between_runs_under_the_mac(
+    channel: Channel, world: World, cli: Callable[..., Any]
+) -> None:
+    """The bins a run verified are kept beside the cache. Control: with every bin file gone
+    from the trust repository (the index, fetched and verified again, unchanged) a re-run
+    still signs, so the kept bins are what it used. Attack: the same file with one byte
+    flipped (bad MAC) is ignored, and the missing bins then refuse every record."""
+    assert cli(*channel.args()).code == 0
+    first = channel.out.read_bytes()
+    kept = _only_cache(world, ".bins")
+    bins = _bin_files(world)
+    for path in bins:
+        path.unlink()
+
+    res = cli(*channel.args("--json"))  # control: the kept bins are used
+    assert res.code == 0 and _report(res.out)["signed"] == 3, res.out
+    assert channel.out.read_bytes() == first
+
+    data = bytearray(kept.read_bytes())
+    data[len(data) // 2] ^= 1
+    kept.write_bytes(bytes(data))
+    res = cli(*channel.args("--json"))
+    assert res.code == 0
+    report = _report(res.out)
+    assert report["signed"] == 0 and {r["check"] for r in report["refused"]} == {"missing"}
+    assert not _signed_names(channel.out)
+
+
+def test_a_kept_bin_the_index_no_longer_pins_is_not_used(
+    channel: Channel, world: World, cli: Callable[..., Any]
+) -> None:
+    """Attack: numpy's key is revoked after a run kept numpy's bin (under the right MAC,
+    with the old key, which would accept the old sidecar). The new index pins the bin's new
+    sha256, so the kept one no longer counts: numpy's records are refused. Control: another
+    feedstock's records are still signed from the same kept file."""
+    from signer.trust.feedstocks import bin_id
+
+    assert cli(*channel.args()).code == 0
+    _revoke_numpy_key(world)
+    res = cli(*channel.args("--json"))
+    assert res.code == 0
+    report = _report(res.out)
+    refused = {r["file"]: r["check"] for r in report["refused"]}
+    assert refused == {"numpy-1.0-h0_0.conda": "signature",
+                       "numpy-base-1.0-h0_0.conda": "signature"}  # fmt: skip
+    bins = index_of(world)["bins"]
+    if bin_id("llvmdev", bins) != bin_id("numpy", bins):
+        assert _signed_names(channel.out) == {"libllvm17-1.0-h0_0.tar.bz2"}  # control
+
+
+def test_a_kept_bin_is_refused_once_expired(
+    channel: Channel, world: World, cli: Callable[..., Any]
+) -> None:
+    """Attack: a kept bin past its expiry, the index re-signed to outlive it and the bin
+    files gone from the trust repository (only the kept copies remain): refused, check
+    `expired`. Control: the same run a day before the bin's expiry signs everything."""
+    from datetime import timedelta
+
+    from signer.trust.timefmt import format_time, parse_time
+
+    assert cli(*channel.args()).code == 0
+    expiry = max(json.loads(b)["signed"]["expiration"] for b in _bin_files(world).values())
+    expires = parse_time(expiry, "test", "expiration")
+    index = world.trust / "feedstocks" / "index.json"
+    key_mgr = world.repo.key_mgr_key
+    assert key_mgr is not None
+
+    def outlive(signed: dict[str, Any]) -> None:
+        signed["expiration"] = format_time(expires + timedelta(days=100))
+        signed["version"] += 1
+
+    resign(index, [key_mgr], outlive)
+    for path in _bin_files(world):
+        path.unlink()
+    before = format_time(expires - timedelta(days=1))
+    res = cli(*channel.args("--json", "--at", before))
+    assert res.code == 0 and _report(res.out)["signed"] == 3, res.out  # control
+    after = format_time(expires + timedelta(days=1))
+    res = cli(*channel.args("--json", "--at", after))
+    assert res.code == 0
+    report = _report(res.out)
+    assert report["signed"] == 0, report
+    assert {r["check"] for r in report["refused"]} == {"expired"}, report
+
+
+def test_a_cached_rerun_of_its_own_output_keeps_other_keys_signatures(
+    channel: Channel, world: World, cli: Callable[..., Any]
+) -> None:
+    """Signing the signed document again, every record from the cache: the same bytes,
+    except that another key's signature entry on one record (co-signing) is kept beside
+    ours, and the document still verifies."""
+    assert cli(*channel.args()).code == 0
+    signed = channel.out.read_bytes()
+    channel.repodata.write_bytes(signed)
+    res = cli(*channel.args())
+    assert res.code == 0 and "(3 unchanged since the last run)" in res.out, res.out
+    assert channel.out.read_bytes() == signed
+    other = {"signature": "ab" * 64}
+    at = b'"numpy-1.0-h0_0.conda":{'  # in the compact signatures member only
+    assert signed.count(at) == 1
+    cosigned = f'"{"cd" * 32}":{json.dumps(other)},'.encode()
+    channel.repodata.write_bytes(signed.replace(at, at + cosigned))  # records' bytes as they were
+    res = cli(*channel.args())
+    assert res.code == 0 and "(3 unchanged since the last run)" in res.out, res.out
+    again = json.loads(channel.out.read_bytes())
+    assert again["signatures"]["numpy-1.0-h0_0.conda"]["cd" * 32] == other
+    del again["signatures"]["numpy-1.0-h0_0.conda"]["cd" * 32]
+    assert again == json.loads(signed)
+    assert verify_repodata(read_repodata(channel.out), _pkg_mgr(world)).valid == 3

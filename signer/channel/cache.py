@@ -33,8 +33,12 @@ from typing import NamedTuple
 import msgspec
 
 from signer.channel.attestations import TOKEN
+from signer.client.session import BinKey
+from signer.trust.feedstocks import FeedstockBin, FeedstockDelegation, VerifiedBin
+from signer.trust.keys import PublicKey
 from signer.trust.signing import MessageSigner
 from signer.trust.state import write_atomic
+from signer.trust.threshold import ThresholdResult
 
 MAGIC = b"cf-sign channel-cache 2\n"
 _MAC_DOMAIN = b"cf-sign channel-cache MAC key v1\x00"
@@ -197,6 +201,117 @@ def save(path: Path, key: bytes, scope: bytes, entries: dict[str, Entry]) -> Non
     cache = Cache()
     cache.entries = {name: cache.pack(e) for name, e in entries.items()}
     write(path, key, scope, cache)
+
+
+# --------------------------------------------------------------------------- verified bins
+#
+# Beside the cache, `<name>.bins` keeps the feedstock bins the last run verified, with the
+# key the session files them under (bin id, the index entry's version and sha256, root's
+# key_mgr keys and threshold). A run hands them to its session (`adopt_bins`), which uses
+# one only when the index it has just fetched and verified pins that very entry under the
+# same keys, and checks expiry and rollback from the stored values on every use: the
+# session's rule for its own verified bins, in its one place. The file is MAC'd like the
+# cache (its magic included, so neither file passes for the other); one that fails is
+# ignored, and every bin is fetched and verified again.
+
+BINS_MAGIC = b"cf-sign channel-bins 1\n"
+
+
+class _Delegation(msgspec.Struct, array_like=True):
+    keys: list[tuple[str, str, str, str]]  # keyid, keytype, scheme, public
+    threshold: int
+    outputs: list[str]
+    output_globs: list[str]
+
+
+class _Bin(msgspec.Struct, array_like=True):
+    key: tuple[str, int, str, list[str], int]
+    timestamp: str
+    expiration: str
+    spec_version: str
+    delegations: dict[str, _Delegation]
+    signatures: tuple[str, int, list[str], dict[str, str], list[str], list[str]]
+
+
+class _Bins(msgspec.Struct, array_like=True):
+    scope: bytes
+    bins: list[_Bin]
+
+
+def bins_path(cache_path: Path) -> Path:
+    return cache_path.with_suffix(".bins")
+
+
+def _stored(key: BinKey, shard: VerifiedBin) -> _Bin:
+    doc, sigs = shard.bin, shard.signatures
+    delegations = {
+        name: _Delegation(
+            [(keyid, k.keytype, k.scheme, k.public) for keyid, k in d.keys.items()],
+            d.threshold, list(d.outputs), list(d.output_globs),
+        )
+        for name, d in doc.delegations.items()
+    }  # fmt: skip
+    return _Bin(
+        (key[0], key[1], key[2], list(key[3]), key[4]), doc.timestamp, doc.expiration,
+        doc.metadata_spec_version, delegations,
+        (sigs.role, sigs.threshold, list(sigs.signed), dict(sigs.invalid), list(sigs.missing),
+         list(sigs.unknown)),
+    )  # fmt: skip
+
+
+def _verified(stored: _Bin) -> tuple[BinKey, VerifiedBin]:
+    bin_name, version, sha256, pubkeys, threshold = stored.key
+    delegations = {
+        name: FeedstockDelegation(
+            {keyid: PublicKey(kt, scheme, public) for keyid, kt, scheme, public in d.keys},
+            d.threshold, tuple(d.outputs), tuple(d.output_globs),
+        )
+        for name, d in stored.delegations.items()
+    }  # fmt: skip
+    doc = FeedstockBin(bin_name, version, stored.timestamp, stored.expiration, delegations,
+                       stored.spec_version)  # fmt: skip
+    role, sig_threshold, signed, invalid, missing, unknown = stored.signatures
+    sigs = ThresholdResult(role, sig_threshold, tuple(signed), invalid, tuple(missing),
+                           tuple(unknown))  # fmt: skip
+    return (bin_name, version, sha256, tuple(pubkeys), threshold), VerifiedBin(doc, sigs)
+
+
+def read_bins(
+    path: Path, key: bytes, scope: bytes
+) -> tuple[list[tuple[BinKey, VerifiedBin]], str | None]:
+    """(verified bins, why ignored or None). Never raises for a bad or missing file."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_CACHE + 1)
+    except FileNotFoundError:
+        return [], "no verified bins yet"
+    except OSError as exc:
+        return [], f"cannot read: {exc.strerror}"
+    if len(data) > MAX_CACHE or not data.startswith(BINS_MAGIC) or len(data) < len(BINS_MAGIC) + 32:
+        return [], "not a bins file of this version"
+    signed, tag = memoryview(data)[:-32], data[-32:]
+    if not hmac.compare_digest(hmac.new(key, signed, hashlib.sha256).digest(), tag):
+        return [], "MAC does not verify (other keys, or modified)"
+    try:
+        decoded = msgspec.msgpack.decode(signed[len(BINS_MAGIC) :], type=_Bins)
+        if not hmac.compare_digest(decoded.scope, scope):
+            return [], "made for another subdir, store or keys"
+        return [_verified(b) for b in decoded.bins], None
+    except (msgspec.DecodeError, ValueError):
+        return [], "does not parse"
+
+
+def _first(item: tuple[BinKey, VerifiedBin]) -> BinKey:
+    return item[0]
+
+
+def write_bins(
+    path: Path, key: bytes, scope: bytes, bins: list[tuple[BinKey, VerifiedBin]]
+) -> None:
+    kept = [_stored(k, b) for k, b in sorted(bins, key=_first)]
+    body = msgspec.msgpack.encode(_Bins(scope, kept))
+    tag = hmac.new(key, BINS_MAGIC + body, hashlib.sha256).digest()
+    write_atomic(path, [BINS_MAGIC, body, tag], mode=0o600)
 
 
 def remove(path: Path) -> None:

@@ -20,6 +20,7 @@ since the last run costs a hash and a stat.
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import hashlib
 import os
@@ -36,6 +37,7 @@ from signer.channel.attestations import AttestationStore
 from signer.channel.document import info_subdir, pieces_without, strict_record
 from signer.channel.gate import Gate
 from signer.channel.stages import StagePolicy
+from signer.client.session import BinKey
 from signer.repodata.document import SplitRepodata
 from signer.repodata.parallel import collector_paused, map_ranges
 from signer.repodata.profiles import conda_message, mamba_message
@@ -154,25 +156,40 @@ class _Job:
         self.split, self.subdir, self.gate, self.store = split, subdir, gate, store
         self.keys, self.mamba_key, self.policy = keys, mamba_key, policy
         self.cached = cached.entries
-        self.current = current  # per cache row: its delegation verifies now, same fingerprint
+        # The rows (as packed in entries) whose delegation verifies now, same fingerprint.
+        self.rows = frozenset(i.to_bytes(4, "little") for i, ok in enumerate(current) if ok)
         self.length = cache_file.packed_length(len(keys), mamba_key is not None)
         self.local = store.directory is not None
         self.dir_fd: int | None = None
 
-    def _from_cache(self, filename: str, digest: bytes) -> bool:
-        """The entry vouches for these record bytes, this very sidecar and a delegation
-        that verifies now with the fingerprint it was checked under."""
-        blob = self.cached.get(filename)
-        if blob is None or len(blob) != self.length or blob[cache_file.RECORD] != digest:
-            return False
-        row = cache_file.row_of(blob)
-        if row >= len(self.current) or not self.current[row]:
-            return False  # verified again below, and refused with the reason if it fails
-        if self.local:
-            if self.dir_fd is None:
-                return False
-            token = self.store.token_bytes(self.subdir, filename, self.dir_fd)
-            return token is not None and token == blob[cache_file.TOKEN_AT]
+    def _hits(self, start: int, end: int) -> list[bool]:
+        """Which records of [start, end) the cache vouches for: an entry for these record
+        bytes (same sha256), of a row whose delegation verifies now with the fingerprint it
+        was checked under, and this very sidecar (same token of the local file, or the same
+        bytes fetched). The local sidecars are stat'ed in one call."""
+        records, get, length, rows = self.split.records, self.cached.get, self.length, self.rows
+        sha256, record_at, row_at = hashlib.sha256, cache_file.RECORD, cache_file.ROW_AT
+        hits = [False] * (end - start)
+        names: list[str] = []
+        found: list[tuple[int, bytes]] = []
+        for i in range(start, end):
+            item = records[i]
+            blob = get(item.filename)
+            if blob is None or len(blob) != length or blob[row_at] not in rows:
+                continue  # a row not current is verified again, and refused if it fails
+            if blob[record_at] == sha256(item.raw).digest():
+                names.append(item.filename)
+                found.append((i - start, blob))
+        if not self.local:
+            for (at, blob), filename in zip(found, names, strict=True):
+                hits[at] = self._same_remote(filename, blob)
+        elif self.dir_fd is not None:
+            tokens = self.store.tokens_bytes(names, self.dir_fd)
+            for (at, blob), token in zip(found, tokens, strict=True):
+                hits[at] = token is not None and token == blob[cache_file.TOKEN_AT]
+        return hits
+
+    def _same_remote(self, filename: str, blob: bytes) -> bool:
         try:
             found = self.store.get(self.subdir, filename)
         except VerificationError:
@@ -185,8 +202,6 @@ class _Job:
         item = self.split.records[index]
         filename = item.filename
         digest = hashlib.sha256(item.raw).digest()
-        if self.cached and self._from_cache(filename, digest):
-            return _HIT
         where = f"{item.section}.{filename}"
         record, float_free = strict_record(memoryview(item.raw), self.split.source, where)
         if not isinstance(record, dict):
@@ -238,7 +253,11 @@ class _Job:
         self.dir_fd = self.store.directory_of(self.subdir) if self.cached else None
         try:
             with state.batch() if state is not None else contextlib.nullcontext():
-                return [self.one(i) for i in range(start, end)]
+                hits = self._hits(start, end) if self.cached else [False] * (end - start)
+                return [
+                    _HIT if hit else self.one(i)
+                    for i, hit in zip(range(start, end), hits, strict=True)
+                ]
         finally:
             if self.dir_fd is not None:
                 os.close(self.dir_fd)
@@ -263,6 +282,21 @@ def _still_current(gate: Gate, row: cache_file.Row) -> bool:
         return gate.fingerprint(row.feedstock) == row.fingerprint
     except VerificationError:
         return False  # the session remembers the failure; those records are refused
+
+
+def _keep_bins(
+    gate: Gate, cached: cache_file.Cache, stored: set[BinKey], path: Path, mac: bytes,
+    scope: bytes,
+) -> None:  # fmt: skip
+    """Keep the bins the cache's rows need, verified, for the next run (written only when
+    they changed). After a first run the workers verified them, not this process: resolve
+    the rows' feedstocks here once, so the next run need not."""
+    for row in cached.rows:
+        with contextlib.suppress(VerificationError):
+            gate.session.delegation(row.feedstock)
+    bins = gate.session.verified_bins()
+    if {k for k, _ in bins} != stored:
+        cache_file.write_bins(path, mac, scope, bins)
 
 
 def sign_channel(
@@ -293,11 +327,15 @@ def sign_channel(
     cached = cache_file.Cache()
     note: str | None = None
     path = mac = scope = None
+    stored_bins: set[BinKey] = set()
     if cache_dir is not None:
         scope = cache_file.scope_of(subdir, store.location, key_hexes, mamba_hex)
         mac = cache_file.mac_key(keys[0])
         path = cache_file.default_cache_path(cache_dir, scope)
         cached, note = cache_file.read(path, mac, scope)
+        bins, _ = cache_file.read_bins(cache_file.bins_path(path), mac, scope)
+        gate.session.adopt_bins(bins)  # used only where the index verified now pins them
+        stored_bins = {k for k, _ in bins}
 
     # The feedstock index and the delegations the cache will ask for, verified once here:
     # forked workers inherit them instead of each verifying them again.
@@ -319,14 +357,28 @@ def sign_channel(
     kept_from = split.signatures
     all_hexes = key_hexes + ([mamba_hex] if mamba_hex else [])
     width = 64 * len(all_hexes)  # a cache hit's signatures, in this order (ed25519: 64 bytes)
+    # A hit without other keys' signatures is written as the bytes orjson makes of
+    # {key: {"signature": hex}} (compact, keys sorted, as `pieces` writes the member), from
+    # a template made once: no dicts per record to build and serialise again.
+    order = sorted(range(len(all_hexes)), key=all_hexes.__getitem__)
+    own_json = "{" + ",".join(f'"{all_hexes[i]}":{{"signature":"%s"}}' for i in order) + "}"
+    own_template = own_json.encode()
+    slots = [slice(i * 128, i * 128 + 128) for i in order]  # in the hex of the signatures
+    sigs_at = slice(cache_file.SIGS_AT, cache_file.SIGS_AT + width)
     with collector_paused():
         for item, outcome in zip(split.records, outcomes, strict=True):
             name = item.filename
             if outcome[0] == "c":
                 hits += 1
                 blob = entries[name] = old[name]
-                record_sigs = _kept_signatures(kept_from[name], ours) if name in kept_from else {}
-                text = blob[cache_file.SIGS_AT : cache_file.SIGS_AT + width].hex()  # one call
+                if name not in kept_from:
+                    hexed = binascii.hexlify(blob[sigs_at])
+                    signatures[name] = orjson.Fragment(
+                        own_template % tuple(map(hexed.__getitem__, slots))
+                    )
+                    continue
+                text = blob[sigs_at].hex()  # one call
+                record_sigs = _kept_signatures(kept_from[name], ours)
                 for i, hexkey in enumerate(all_hexes):
                     record_sigs[hexkey] = {"signature": text[i * 128 : i * 128 + 128]}
                 signatures[name] = record_sigs
@@ -352,6 +404,7 @@ def sign_channel(
     if path is not None and mac is not None and scope is not None:
         cached.entries = entries
         cache_file.write(path, mac, scope, cached)
+        _keep_bins(gate, cached, stored_bins, cache_file.bins_path(path), mac, scope)
     dropped = missing + [r.file for r in refused] if unattested == "drop" else []
     return ChannelSignResult(
         subdir, len(split.records), len(signatures), missing, refused, signatures, dropped,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeAlias
 
 from signer.client.artifact import ArtifactVerdict, failed, find_sidecar
 from signer.trust import layout
@@ -44,7 +44,7 @@ from signer.trust.state import TrustState
 from signer.trust.timefmt import DEFAULT_CLOCK_SKEW, system_clock
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Iterable, Sequence
 
     from signer.repodata.document import SplitRepodata
     from signer.repodata.verify import RepodataReport
@@ -53,7 +53,7 @@ DEFAULT_TIMEOUT = 20.0
 
 # A verified bin depends on: its id, the index entry pinning it (version, sha256), and the
 # key_mgr keys (and threshold) of the root it was verified under.
-_BinKey = tuple[str, int, str, tuple[str, ...], int]
+BinKey: TypeAlias = tuple[str, int, str, tuple[str, ...], int]
 
 
 class TrustSource(Protocol):
@@ -106,7 +106,7 @@ class TrustSession:
         # index entry (id, version, sha256) and key_mgr keys, so 29,000 feedstocks in 256
         # bins cost 256 bin verifications. Expiry is checked again on every use.
         self._index: VerifiedIndex | VerificationError | None = None
-        self._bins: dict[_BinKey, VerifiedBin | VerificationError] = {}
+        self._bins: dict[BinKey, VerifiedBin | VerificationError] = {}
 
     @classmethod
     def open(
@@ -244,6 +244,39 @@ class TrustSession:
         if isinstance(shard, VerificationError):
             raise shard
         return delegation_in(feedstock, index, bin_name, shard, now, skew, self.state)
+
+    def verified_bins(self) -> list[tuple[BinKey, VerifiedBin]]:
+        """The bins verified (or adopted) so far that the verified index still pins, under
+        root's key_mgr keys as they are now: what a caller may keep for a later session."""
+        index = self._index
+        if not isinstance(index, VerifiedIndex) or self._root is None:
+            return []
+        keys = self._root.meta.key_mgr_keys
+        shards = index.document.shards
+        kept = []
+        for key, shard in self._bins.items():
+            entry = shards.get(key[0])
+            if (
+                isinstance(shard, VerifiedBin)
+                and entry is not None
+                and key == (key[0], entry.version, entry.sha256, keys.pubkeys, keys.threshold)
+            ):
+                kept.append((key, shard))
+        return kept
+
+    def adopt_bins(self, bins: Iterable[tuple[BinKey, VerifiedBin]]) -> None:
+        """Bins an earlier session verified (`verified_bins`), kept by the caller where only
+        it can write them (channel signing: under the signing cache's MAC).
+
+        They go where this session's own verified bins go, so the one rule applies: a bin is
+        used only when the index verified now pins the same (bin, version, sha256) under the
+        same key_mgr keys and threshold (a revoked key changes the bin's sha256 in the index,
+        so the changed bin is fetched and verified again), and expiry and rollback are
+        checked from its stored values on every use (`delegation_in`). What this session
+        verified itself is never replaced.
+        """
+        for key, shard in bins:
+            self._bins.setdefault(key, shard)
 
     def forget_delegations(self) -> None:
         """Drop cached delegations and the index (a long-lived session after the bins
