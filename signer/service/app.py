@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -151,20 +151,29 @@ def build_state(settings: Settings) -> ServiceState:
     return state
 
 
+async def _guarded(what: str, job: Callable[[], None]) -> None:
+    """One run of a periodic job in the thread pool; a failure is logged, retried next time."""
+    try:
+        await run_in_threadpool(job)
+    except ServiceError:
+        pass  # not initialized yet
+    except Exception:
+        log.exception("%s failed; retrying at the next interval", what)
+
+
+def _refresh_once(state: ServiceState) -> None:
+    change = state.publisher.refresh(None, actor="refresh")
+    if change.published:
+        log.info("refresh published %s", sorted(change.published))
+    written = state.publisher.sync_files()
+    if written:
+        log.warning("publish directory lagged the database; rewrote %s", written[:20])
+
+
 async def _refresh_forever(state: ServiceState) -> None:
     while True:
         await asyncio.sleep(state.settings.refresh_interval)
-        try:
-            change = await run_in_threadpool(state.publisher.refresh, None, actor="refresh")
-            if change.published:
-                log.info("refresh published %s", sorted(change.published))
-            written = await run_in_threadpool(state.publisher.sync_files)
-            if written:
-                log.warning("publish directory lagged the database; rewrote %s", written[:20])
-        except ServiceError:
-            pass  # not initialized yet
-        except Exception:
-            log.exception("periodic refresh failed; retrying at the next interval")
+        await _guarded("periodic refresh", lambda: _refresh_once(state))
 
 
 # A burst of intakes (or of channel edits) makes one overlay pass, not one each; passes
@@ -185,15 +194,14 @@ async def _overlays_forever(state: ServiceState, wake: asyncio.Event) -> None:
         await asyncio.sleep(max(OVERLAY_DEBOUNCE, last + OVERLAY_MIN_GAP - loop.time()))
         wake.clear()
         last = loop.time()
-        try:
-            results = await run_in_threadpool(state.overlays.refresh)
-            changed = [f"{r.channel}/{r.subdir}/{r.document}" for r in results if r.published]
-            if changed:
-                log.info("overlay channels published %s", changed[:20])
-        except ServiceError:
-            pass  # not initialized yet
-        except Exception:
-            log.exception("overlay refresh failed; retrying at the next interval")
+        await _guarded("overlay refresh", lambda: _overlays_once(state))
+
+
+def _overlays_once(state: ServiceState) -> None:
+    results = state.overlays.refresh()
+    changed = [f"{r.channel}/{r.subdir}/{r.document}" for r in results if r.published]
+    if changed:
+        log.info("overlay channels published %s", changed[:20])
 
 
 # Attestations committed by another replica within this window before the last check are
