@@ -75,14 +75,10 @@ class AttestationStore:
             return None
         return _token(st)
 
-    def token_bytes(self, subdir: str, filename: str, dir_fd: int) -> bytes | None:
-        """`token` packed as the cache keeps it (`cache.TOKEN_AT`), from a descriptor of
-        `directory_of(subdir)` (one path component looked up per file, not seven)."""
-        return self.tokens_bytes([filename], dir_fd)[0]
-
     def tokens_bytes(self, filenames: list[str], dir_fd: int) -> list[bytes | None]:
-        """`token_bytes` of many files of one subdir (the cache's hot path: one call per
-        chunk of work, its names and functions looked up once)."""
+        """`token` of many files of one subdir, packed as the cache keeps it
+        (`cache.TOKEN_AT`), from a descriptor of `directory_of(subdir)`: the cache's hot
+        path, one call per chunk of work, one path component looked up per file."""
         out: list[bytes | None] = []
         append, stat_, is_reg, pack = out.append, os.stat, stat.S_ISREG, TOKEN.pack
         for filename in filenames:

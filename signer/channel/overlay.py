@@ -164,6 +164,14 @@ def fetch_upstream(
     return data, etag, modified
 
 
+def write_document(target: Path, body: bytes) -> None:
+    """A published overlay document: the `.zst` beside it first, the plain one last (a
+    client that sees the new repodata.json finds its compressed twin already there)."""
+    write_atomic(target.with_name(target.name + ".zst"),
+                 zstandard.ZstdCompressor(level=10).compress(body))  # fmt: skip
+    write_atomic(target, body)
+
+
 def _as_v2(split: SplitRepodata, base_url: str) -> SplitRepodata:
     info = orjson.loads(bytes(split.top["info"])) if "info" in split.top else {}
     info = dict(info) if isinstance(info, dict) else {}
@@ -228,9 +236,7 @@ def refresh_overlay(
         published = True
     lag = 0.0
     if published:
-        write_atomic(target.with_name(document + ".zst"),
-                     zstandard.ZstdCompressor(level=10).compress(body))  # fmt: skip
-        write_atomic(target, body)
+        write_document(target, body)
         lag = max(0.0, time.time() - float(state.meta.get("seen", time.time())))
     return OverlayResult(
         name, subdir, changed, published, result.records, result.signed,

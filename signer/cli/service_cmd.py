@@ -583,7 +583,7 @@ def channel_remove_cmd(args: argparse.Namespace) -> int:
     publisher = _publisher(args, writes=True)
     with publisher.change(f"cli ({_user()})") as change:
         channels.remove_channel(change, args.name)
-    OverlaySigner(publisher.db, publisher).refresh(args.name)  # removes this directory's files
+    OverlaySigner(publisher.db, publisher).prune()  # its files leave this publish directory
     print(f"channel {args.name} removed")
     return 0
 

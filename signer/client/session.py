@@ -23,6 +23,7 @@ from signer.trust.attestation import AttestationResult, parse_sidecar, verify_si
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.feedstocks import (
     ResolvedDelegation,
+    ShardEntry,
     VerifiedBin,
     VerifiedIndex,
     delegation_in,
@@ -31,6 +32,7 @@ from signer.trust.feedstocks import (
     verify_index,
 )
 from signer.trust.jsonload import MAX_DELEGATING, read_file
+from signer.trust.metadata import Delegation
 from signer.trust.repository import (
     TrustedKeyMgr,
     TrustedPkgMgr,
@@ -54,6 +56,10 @@ DEFAULT_TIMEOUT = 20.0
 # A verified bin depends on: its id, the index entry pinning it (version, sha256), and the
 # key_mgr keys (and threshold) of the root it was verified under.
 BinKey: TypeAlias = tuple[str, int, str, tuple[str, ...], int]
+
+
+def _bin_key(bin_name: str, entry: ShardEntry, keys: Delegation) -> BinKey:
+    return (bin_name, entry.version, entry.sha256, keys.pubkeys, keys.threshold)
 
 
 class TrustSource(Protocol):
@@ -230,8 +236,7 @@ class TrustSession:
         now, skew = self.now(), self.config.clock_skew
         index = self.feedstock_index()
         bin_name, entry = index_entry(index.document, feedstock)
-        keys = root.key_mgr_keys
-        key = (bin_name, entry.version, entry.sha256, keys.pubkeys, keys.threshold)
+        key = _bin_key(bin_name, entry, root.key_mgr_keys)
         shard = self._bins.get(key)
         if shard is None:
             try:
@@ -259,7 +264,7 @@ class TrustSession:
             if (
                 isinstance(shard, VerifiedBin)
                 and entry is not None
-                and key == (key[0], entry.version, entry.sha256, keys.pubkeys, keys.threshold)
+                and key == _bin_key(key[0], entry, keys)
             ):
                 kept.append((key, shard))
         return kept

@@ -32,14 +32,12 @@ from __future__ import annotations
 import logging
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
-import zstandard
 from sqlalchemy import select
 
 from signer.channel.attestations import AttestationStore
 from signer.channel.gate import Gate
-from signer.channel.overlay import OverlayResult, refresh_overlay
+from signer.channel.overlay import OverlayResult, refresh_overlay, write_document
 from signer.channel.stages import FeedstockStage, StagePolicy
 from signer.service.db.models import Channel, ChannelSubdir, Feedstock
 from signer.service.db.session import Database
@@ -52,7 +50,7 @@ from signer.service.schemas import ChannelRefresh
 from signer.trust import layout
 from signer.trust.errors import FormatError, VerificationError
 from signer.trust.signing import MessageSigner
-from signer.trust.state import write_atomic
+from signer.trust.timefmt import system_clock
 
 log = logging.getLogger("cf_sign.service")
 
@@ -125,8 +123,7 @@ class OverlaySigner:
         """One pass over every channel (or `name`'s); each document's outcome."""
         targets, defined, without_noarch = self._targets(name)
         if not targets:
-            with self.publisher.files.lock(CHANNELS):
-                self._remove_undefined(defined)
+            self.prune()
             return []
         with self.db.read() as session:
             config = load_config(session)
@@ -193,7 +190,7 @@ class OverlaySigner:
             if error is None:
                 return  # the figures are the full repodata's
             error = f"{t.document}: {error}"
-        now = datetime.now(UTC).replace(microsecond=0)
+        now = system_clock().replace(microsecond=0)
         with self.db.write() as session:
             row = session.execute(
                 select(ChannelSubdir)
@@ -223,11 +220,14 @@ class OverlaySigner:
 
     def _empty_noarch(self, channel: str) -> None:
         target = self.channels_dir / channel / "noarch" / "repodata.json"
-        if target.exists():
-            return
-        write_atomic(target.with_name("repodata.json.zst"),
-                     zstandard.ZstdCompressor().compress(EMPTY_NOARCH))  # fmt: skip
-        write_atomic(target, EMPTY_NOARCH)
+        if not target.exists():
+            write_document(target, EMPTY_NOARCH)
+
+    def prune(self) -> None:
+        """Remove the files of channels no longer defined (by any replica) from here."""
+        _, defined, _ = self._targets(None)
+        with self.publisher.files.lock(CHANNELS):
+            self._remove_undefined(defined)
 
     def _remove_undefined(self, defined: set[str]) -> None:
         """Channels removed (by any replica) leave this publish directory too."""
