@@ -20,7 +20,7 @@ import httpx
 import pytest
 import zstandard
 from test_mirror_support import serve
-from test_service_support import Server, World, run_cli, run_process, wait_for
+from test_service_support import Server, World, json_error, run_cli, run_process, wait_for
 
 from signer.artifacts.build import build_package
 from signer.repodata.index import index_directory
@@ -289,6 +289,27 @@ def test_channel_definitions_are_checked_and_removal_unpublishes(
                 {"subdir": "noarch", "upstream": f"{url}/noarch/repodata.json"}]},
         )  # fmt: skip
     assert denied.status_code == 403, denied.text
+    # The same refusals over HTTP: a JSON error body, nothing defined.
+    spec = {"subdir": "noarch", "upstream": f"{url}/noarch/repodata.json"}
+    with server.client(world.admin_token) as client:
+        for body, status, needle in (
+            ({"name": "other", "subdirs": [{**spec, "upstream": "ftp://x/repodata.json"}]},
+             400, "http(s)"),
+            ({"name": "Other!", "subdirs": [spec]}, 400, "name"),
+            ({"name": "other", "subdirs": [spec, spec]}, 400, "twice"),
+            ({"name": CHANNEL, "subdirs": [spec]}, 409, "already defined"),
+            ({"name": "other", "subdirs": [spec], "extra": 1}, 422, "extra"),
+        ):  # fmt: skip
+            detail = json_error(client.post("/v1/admin/channels", json=body), status)["detail"]
+            assert needle in detail.lower(), (body, detail)
+        listed = client.get("/v1/admin/channels").json()["channels"]
+        assert [c["name"] for c in listed] == [CHANNEL]  # nothing of the refused ones
+        assert client.get("/v1/admin/channels/other").status_code == 404
+        json_error(client.post("/v1/admin/channels/other/refresh"), 404)
+        json_error(client.delete("/v1/admin/channels/other"), 404)
+    for path in ("Bad/noarch/repodata.json", f"{CHANNEL}/noarch/secret.txt",
+                 f"{CHANNEL}/noarch/..%2Fstate.json"):  # fmt: skip
+        json_error(httpx.get(f"{server.url}/trust/channels/{path}"), 404)
 
     assert _refresh(world, server)[("noarch", "repodata.json")]["ok"]
     assert _served(server, "noarch")["info"]["subdir"] == "noarch"
