@@ -395,7 +395,8 @@ def test_serve_with_worker_processes(world: World) -> None:
     from signer.service.config import export_env, load_settings
 
     settings = load_settings(world.db_url, world.publish_dir, env={}).with_overrides(
-        rate_per_second=2.5, rate_burst=7, refresh_interval=0.0, trust_cache_seconds=0.25
+        rate_per_second=2.5, rate_burst=7, refresh_interval=0.0, trust_cache_seconds=0.25,
+        channel_interval=42.0,
     )
     assert load_settings(env=export_env(settings)) == settings
 
@@ -440,3 +441,5 @@ def test_serve_refuses_what_it_cannot_use(tmp_path: Path) -> None:
     assert code == 2 and "cannot use the database" in err and "Traceback" not in err, err
     code, _, err = run_process("serve", "--db", db, "--workers", "0")
     assert code == 2 and "--workers" in err
+    code, _, err = run_process("serve", "--db", db, "--channel-interval", "-1")
+    assert code == 2 and "--channel-interval" in err and err.count("\n") == 1, err
